@@ -1,0 +1,104 @@
+"""Model cards: config.json-only copies of real architectures, run with dummy weights.
+
+Serving speed depends on a model's shapes (layers, heads, hidden size, vocabulary),
+not on its trained values, so a card plus ``load_format="dummy"`` measures what the
+real model would, without a model hub or gigabytes of weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CARDS_DIR = Path(__file__).parent / "cards"
+
+_DTYPE_BYTES = {
+    "float32": 4, "float": 4, "fp32": 4,
+    "bfloat16": 2, "float16": 2, "half": 2, "fp16": 2, "bf16": 2,
+    "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "fp8_inc": 1,
+}
+
+
+class UnknownModelError(ValueError):
+    """``model=`` names neither a card, nor a directory, nor a hub id."""
+
+
+def known_cards() -> list[str]:
+    """Names of the cards shipped in the package."""
+    return sorted(p.parent.name for p in CARDS_DIR.glob("*/config.json"))
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where vLLM loads a model from and whether its weights are real."""
+
+    name: str
+    path: str
+    is_card: bool
+    load_format: str  # "dummy" for cards and weightless directories, else "auto"
+    config: dict[str, Any] | None
+
+    def kv_bytes_per_token(self, kv_cache_dtype: str = "auto", dtype: str = "auto") -> int | None:
+        """Predicted KV-cache bytes per token: 2 (K and V) x layers x kv_heads x head_dim x bytes."""
+        if not self.config:
+            return None
+        return predicted_kv_bytes_per_token(self.config, kv_cache_dtype=kv_cache_dtype, dtype=dtype)
+
+
+def _has_weights(directory: Path) -> bool:
+    return any(directory.glob("*.safetensors")) or any(directory.glob("*.bin")) or any(
+        directory.glob("*.pt")
+    )
+
+
+def resolve_model(model: str) -> ModelSource:
+    """Map ``model=`` to a card, a local directory or a name vLLM resolves itself.
+
+    A bare name that is not a card (no ``/``, not a directory) is almost always a
+    typo of a card name, so it is an error listing the cards rather than a slow
+    failed hub lookup on an offline machine.
+    """
+    card_dir = CARDS_DIR / model
+    if "/" not in model and (card_dir / "config.json").is_file():
+        return ModelSource(model, str(card_dir), True, "dummy", _read_config(card_dir))
+    local = Path(os.path.expanduser(model))
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise UnknownModelError(f"model directory {model!r} has no config.json")
+        fmt = "auto" if _has_weights(local) else "dummy"
+        return ModelSource(model, str(local.resolve()), False, fmt, _read_config(local))
+    if "/" in model and not model.startswith((".", "/", "~")):
+        return ModelSource(model, model, False, "auto", None)  # hub id: vLLM resolves it
+    raise UnknownModelError(
+        f"unknown model {model!r}: not a shipped card, not a directory. "
+        f"Known cards: {', '.join(known_cards())}"
+    )
+
+
+def _read_config(directory: Path) -> dict[str, Any]:
+    with open(directory / "config.json", encoding="utf-8") as f:
+        data: dict[str, Any] = json.load(f)
+    return data
+
+
+def predicted_kv_bytes_per_token(
+    config: dict[str, Any], *, kv_cache_dtype: str = "auto", dtype: str = "auto"
+) -> int | None:
+    """KV bytes per token from a HF config; None when the shape keys are missing."""
+    cfg = config.get("text_config", config)
+    try:
+        layers = int(cfg["num_hidden_layers"])
+        heads = int(cfg["num_attention_heads"])
+        kv_heads = int(cfg.get("num_key_value_heads") or heads)
+        head_dim = int(cfg.get("head_dim") or int(cfg["hidden_size"]) // heads)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if kv_cache_dtype != "auto":
+        nbytes = _DTYPE_BYTES.get(kv_cache_dtype, 1 if kv_cache_dtype.startswith("fp8") else 2)
+    else:
+        name = dtype if dtype != "auto" else str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
+        nbytes = _DTYPE_BYTES.get(name, 2)
+    return 2 * layers * kv_heads * head_dim * nbytes

@@ -1,0 +1,251 @@
+"""What a perf test asks for: the engine to start, the workload to run, the limits.
+
+Marker keywords are parsed here (not in the plugin) so a script can build the same
+objects from a dict. Every rejection names the key and suggests the closest valid one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from pytest_llmperf.metrics import METRICS
+
+
+class ConfigError(ValueError):
+    """A perf marker or config dict is invalid; the message says which key and why."""
+
+
+def _freeze(value: Any) -> Any:
+    """Make dict/list values hashable and order-independent for engine sharing."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _freeze(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Arguments of one vLLM ``LLM``; equal configs share one engine process."""
+
+    model: str
+    tp: int = 1
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    gpu_memory_utilization: float = 0.9
+    enable_prefix_caching: bool | None = None
+    enable_chunked_prefill: bool | None = None
+    enforce_eager: bool = False
+    kv_cache_dtype: str = "auto"
+    quantization: str | None = None
+    speculative_config: dict[str, Any] | None = None
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def key(self) -> tuple[Any, ...]:
+        """Hashable identity used to group tests onto one engine."""
+        return tuple(_freeze(getattr(self, f.name)) for f in fields(self))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> EngineConfig:
+        return cls(**dict(data))
+
+    def label(self) -> str:
+        """Short human label for tables: model and the knobs that are set."""
+        parts = [self.model, f"tp{self.tp}"]
+        if self.max_num_seqs:
+            parts.append(f"seqs{self.max_num_seqs}")
+        if self.max_model_len:
+            parts.append(f"len{self.max_model_len}")
+        if self.kv_cache_dtype != "auto":
+            parts.append(f"kv-{self.kv_cache_dtype}")
+        if self.quantization:
+            parts.append(self.quantization)
+        return " ".join(parts)
+
+    def describe(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """An offline throughput/latency workload: ``batch`` prompts submitted at once.
+
+    Prompts are random token ids (distinct per prompt, so the prefix cache never
+    helps by accident) of ``input_len`` tokens; each generates exactly
+    ``output_len`` tokens (``ignore_eos``). ``warmup`` untimed runs precede
+    ``trials`` timed ones; more trials run until ``min_duration_s`` is covered.
+    ``slowdown`` injects a known delay (a fraction of throughput) to prove the gate.
+    """
+
+    batch: int = 1
+    input_len: int = 128
+    output_len: int = 128
+    trials: int = 3
+    warmup: int = 1
+    min_duration_s: float = 0.0
+    seed: int = 0
+    slowdown: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Workload:
+        return cls(**dict(data))
+
+    def label(self) -> str:
+        return f"b{self.batch} {self.input_len}/{self.output_len}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Absolute floors and ceilings a test must meet regardless of any baseline."""
+
+    min_tok_s: float | None = None
+    min_total_tok_s: float | None = None
+    max_ttft_p50_ms: float | None = None
+    max_ttft_p99_ms: float | None = None
+    max_tpot_p50_ms: float | None = None
+    max_tpot_p99_ms: float | None = None
+    max_itl_p99_ms: float | None = None
+    max_e2e_p99_ms: float | None = None
+    max_gpu_mem_gib: float | None = None
+    min_kv_cache_tokens: int | None = None
+
+    def items(self) -> list[tuple[str, float]]:
+        return [(f.name, getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None]
+
+
+@dataclass(frozen=True)
+class PerfSpec:
+    """Everything one ``@perf`` marker says."""
+
+    engine: EngineConfig
+    workload: Workload
+    limits: Limits
+    tolerance: float | None = None
+    tolerances: dict[str, float] = field(default_factory=dict)
+    device: str = "auto"  # "gpu", "cpu" or "auto" (CPU build allowed when no --gpu)
+    cpu_model: str | None = None
+    timeout_s: float | None = None
+
+
+_ENGINE_KEYS = {f.name for f in fields(EngineConfig)}
+_WORKLOAD_KEYS = {f.name for f in fields(Workload)}
+_LIMIT_KEYS = {f.name for f in fields(Limits)}
+_OTHER_KEYS = {"tolerance", "tolerances", "device", "cpu_model", "timeout_s"}
+ALL_KEYS: frozenset[str] = frozenset(_ENGINE_KEYS | _WORKLOAD_KEYS | _LIMIT_KEYS | _OTHER_KEYS)
+
+_TYPES: dict[str, tuple[type, ...]] = {}
+for _cls in (EngineConfig, Workload, Limits):
+    for _f in fields(_cls):
+        _t = str(_f.type)
+        if _t.startswith("int"):
+            _TYPES[_f.name] = (int,)
+        elif _t.startswith("float"):
+            _TYPES[_f.name] = (int, float)
+        elif _t.startswith("bool"):
+            _TYPES[_f.name] = (bool,)
+        elif _t.startswith("str"):
+            _TYPES[_f.name] = (str,)
+        elif _t.startswith("dict"):
+            _TYPES[_f.name] = (dict,)
+_TYPES.update({"tolerance": (int, float), "tolerances": (dict,), "device": (str,),
+               "cpu_model": (str,), "timeout_s": (int, float)})
+
+_POSITIVE_INT = {"tp", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "batch",
+                 "input_len", "output_len", "trials"}
+
+
+def suggest(key: str, valid: frozenset[str] | set[str]) -> str:
+    """' (did you mean 'x'?)' for the closest valid key, or '' when nothing is close."""
+    match = difflib.get_close_matches(key, sorted(valid), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def _check_type(key: str, value: Any) -> None:
+    expected = _TYPES.get(key)
+    if value is None or expected is None:
+        return
+    # bool is an int subclass; reject True for numeric keys and 1 for booleans.
+    if isinstance(value, bool) and bool not in expected:
+        raise ConfigError(f"{key}={value!r}: expected {'/'.join(t.__name__ for t in expected)}")
+    if not isinstance(value, expected):
+        raise ConfigError(
+            f"{key}={value!r}: expected {'/'.join(t.__name__ for t in expected)}, "
+            f"got {type(value).__name__}"
+        )
+    if key in _POSITIVE_INT and value < 1:
+        raise ConfigError(f"{key}={value!r}: must be at least 1")
+
+
+def parse_perf_kwargs(kwargs: Mapping[str, Any]) -> PerfSpec:
+    """Turn ``@perf(...)`` keywords into a :class:`PerfSpec`, or raise ConfigError."""
+    for key in kwargs:
+        if key not in ALL_KEYS:
+            raise ConfigError(f"unknown perf key {key!r}{suggest(key, ALL_KEYS)}")
+    for key, value in kwargs.items():
+        _check_type(key, value)
+    if "model" not in kwargs:
+        raise ConfigError("perf marker needs model=... (a card name, a local directory or a model id)")
+
+    engine_kw = {k: v for k, v in kwargs.items() if k in _ENGINE_KEYS}
+    workload_kw = {k: v for k, v in kwargs.items() if k in _WORKLOAD_KEYS}
+    limit_kw = {k: v for k, v in kwargs.items() if k in _LIMIT_KEYS}
+
+    workload = Workload(**workload_kw)
+    if workload.warmup < 0:
+        raise ConfigError(f"warmup={workload.warmup}: must be 0 or more")
+    if not 0.0 <= workload.slowdown < 0.9:
+        raise ConfigError(f"slowdown={workload.slowdown}: must be in [0, 0.9)")
+    if workload.min_duration_s < 0:
+        raise ConfigError(f"min_duration_s={workload.min_duration_s}: must be 0 or more")
+    # A batch larger than the engine admits is a different experiment (waves);
+    # default the engine's concurrency to the batch so "batch=24" means 24 at once.
+    engine_kw.setdefault("max_num_seqs", workload.batch)
+    engine = EngineConfig(**engine_kw)
+    if not 0.0 < engine.gpu_memory_utilization <= 1.0:
+        raise ConfigError(
+            f"gpu_memory_utilization={engine.gpu_memory_utilization}: must be in (0, 1]"
+        )
+    if engine.max_model_len is not None and workload.input_len + workload.output_len > engine.max_model_len:
+        raise ConfigError(
+            f"input_len + output_len = {workload.input_len + workload.output_len} exceeds "
+            f"max_model_len={engine.max_model_len}"
+        )
+
+    tolerances = dict(kwargs.get("tolerances") or {})
+    for name, tol in tolerances.items():
+        if name not in METRICS:
+            raise ConfigError(f"tolerances: unknown metric {name!r}{suggest(name, set(METRICS))}")
+        if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 < tol < 1:
+            raise ConfigError(f"tolerances[{name!r}]={tol!r}: must be a fraction in (0, 1)")
+    tolerance = kwargs.get("tolerance")
+    if tolerance is not None and not 0 < tolerance < 1:
+        raise ConfigError(f"tolerance={tolerance!r}: must be a fraction in (0, 1), e.g. 0.03")
+    device = kwargs.get("device", "auto")
+    if device not in ("auto", "gpu", "cpu"):
+        raise ConfigError(f"device={device!r}: must be 'auto', 'gpu' or 'cpu'")
+    timeout = kwargs.get("timeout_s")
+    if timeout is not None and timeout <= 0:
+        raise ConfigError(f"timeout_s={timeout!r}: must be positive")
+    return PerfSpec(
+        engine=engine,
+        workload=workload,
+        limits=Limits(**limit_kw),
+        tolerance=tolerance,
+        tolerances=tolerances,
+        device=device,
+        cpu_model=kwargs.get("cpu_model"),
+        timeout_s=timeout,
+    )

@@ -1,0 +1,156 @@
+"""The engine process: builds one ``vllm.LLM`` and serves workloads over a pipe.
+
+Runs as a spawned, non-daemonic child (vLLM starts processes of its own). Its
+stdout/stderr, and so those of vLLM's engine-core children, go to a log file that
+the parent reads back to explain a failure in vLLM's own words. Messages are
+plain dicts of JSON-able values so both sides stay independent of pickled classes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+import traceback
+from typing import Any
+
+_KV_TOKENS = re.compile(r"KV cache size: ([\d,]+) tokens")
+_CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
+_WEIGHTS = re.compile(r"Model loading took ([\d.]+) GiB")
+
+
+def engine_kwargs(engine: dict[str, Any], path: str, load_format: str) -> dict[str, Any]:
+    """Translate an EngineConfig dict into ``vllm.LLM`` keyword arguments."""
+    kw: dict[str, Any] = {
+        "model": path,
+        "tensor_parallel_size": engine["tp"],
+        "dtype": engine["dtype"],
+        "gpu_memory_utilization": engine["gpu_memory_utilization"],
+        "enforce_eager": engine["enforce_eager"],
+        "kv_cache_dtype": engine["kv_cache_dtype"],
+        "seed": engine["seed"],
+        "load_format": load_format,
+        # Prompts are token ids and outputs are never detokenized: no tokenizer needed.
+        "skip_tokenizer_init": True,
+        "disable_log_stats": False,
+    }
+    for key in ("max_model_len", "max_num_seqs", "max_num_batched_tokens",
+                "enable_prefix_caching", "enable_chunked_prefill", "quantization",
+                "speculative_config"):
+        if engine.get(key) is not None:
+            kw[key] = engine[key]
+    kw.update(engine.get("extra") or {})
+    return kw
+
+
+def parse_engine_log(text: str) -> dict[str, Any]:
+    """KV-cache capacity, concurrency and weight size as vLLM logged them."""
+    facts: dict[str, Any] = {}
+    if m := _KV_TOKENS.search(text):
+        facts["kv_cache_tokens"] = int(m.group(1).replace(",", ""))
+    if m := _CONCURRENCY.search(text):
+        facts["max_concurrency"] = float(m.group(2))
+    if m := _WEIGHTS.search(text):
+        facts["weights_gib"] = float(m.group(1))
+    return facts
+
+
+def _redirect_output(log_path: str) -> None:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _error(phase: str, exc: BaseException) -> dict[str, Any]:
+    return {
+        "kind": "error",
+        "phase": phase,
+        "type": type(exc).__name__,
+        "message": str(exc).strip() or type(exc).__name__,
+        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    }
+
+
+def worker_main(conn: Any, request: dict[str, Any]) -> None:
+    """Entry point of the child: start the engine, then answer ``run``/``stop``."""
+    os.setpgrp()  # so the parent can end us and vLLM's children as one group
+    _redirect_output(request["log_path"])
+    device = request["device"]
+    engine = request["engine"]
+    try:
+        from pytest_llmperf.sampler import ResourceSampler
+
+        sampler = ResourceSampler(device=device, gpu_indices=list(range(engine["tp"])))
+        sampler.start()
+        import vllm
+        from vllm import LLM
+
+        t0 = time.perf_counter()
+        llm = LLM(**engine_kwargs(engine, request["path"], request["load_format"]))
+        start_time_s = time.perf_counter() - t0
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with open(request["log_path"], encoding="utf-8", errors="replace") as f:
+            facts = parse_engine_log(f.read())
+        model_config = llm.llm_engine.model_config
+        cache_config = llm.llm_engine.vllm_config.cache_config
+        if "kv_cache_tokens" not in facts and cache_config.num_gpu_blocks:
+            facts["kv_cache_tokens"] = int(cache_config.num_gpu_blocks * cache_config.block_size)
+        peak_dev, peak_proc = sampler.peak()
+        conn.send({
+            "kind": "ready",
+            "start_time_s": start_time_s,
+            "vllm_version": getattr(vllm, "__version__", ""),
+            "vocab_size": int(model_config.get_vocab_size()),
+            "dtype": str(model_config.dtype).replace("torch.", ""),
+            "max_model_len": int(model_config.max_model_len),
+            "pid": os.getpid(),
+            "startup_peak_process_gib": peak_proc,
+            **facts,
+        })
+    except BaseException as exc:  # report why, in vLLM's words, then exit
+        conn.send(_error("start", exc))
+        conn.close()
+        return
+
+    from pytest_llmperf.config import Workload
+    from pytest_llmperf.workload import measure
+
+    while True:
+        try:
+            msg = conn.recv()
+        except (EOFError, OSError):
+            break  # the parent went away
+        if msg.get("kind") == "stop":
+            break
+        if msg.get("kind") != "run":
+            conn.send({"kind": "error", "phase": "protocol", "type": "ProtocolError",
+                       "message": f"unknown message {msg.get('kind')!r}", "traceback": ""})
+            continue
+        try:
+            workload = Workload.from_json(msg["workload"])
+            t_run = time.perf_counter()
+            trials = measure(llm, workload, int(model_config.get_vocab_size()),
+                             check=sampler.disturbances)
+            peak_dev, peak_proc = sampler.peak(t_run)
+            conn.send({
+                "kind": "result",
+                "trials": [t.to_json() for t in trials],
+                "peak_device_gib": peak_dev,
+                "peak_process_gib": peak_proc,
+                "conditions": sampler.conditions(t_run, time.perf_counter()),
+            })
+        except BaseException as exc:
+            conn.send(_error("run", exc))
+    sampler.stop()
+    try:
+        del llm
+        import gc
+
+        gc.collect()
+    finally:
+        conn.close()

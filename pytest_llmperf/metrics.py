@@ -1,0 +1,152 @@
+"""Latency distributions and the catalogue of gated metrics.
+
+Every figure the plugin can gate on is named here once, with the direction that
+counts as "better" and a default tolerance, so the regression logic, the baseline
+files and the reports all agree on what a metric means.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+Direction = Literal["higher", "lower"]
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default) of already sorted values."""
+    if not sorted_values:
+        return math.nan
+    if len(sorted_values) == 1:
+        return float(sorted_values[0])
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    frac = pos - lo
+    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac)
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Summary of one latency metric over many samples, in milliseconds."""
+
+    count: int
+    mean: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    max: float
+
+    @classmethod
+    def from_samples(cls, samples: Iterable[float]) -> Distribution:
+        values = sorted(float(v) for v in samples)
+        if not values:
+            nan = math.nan
+            return cls(0, nan, nan, nan, nan, nan, nan)
+        return cls(
+            count=len(values),
+            mean=sum(values) / len(values),
+            p50=percentile(values, 50),
+            p90=percentile(values, 90),
+            p95=percentile(values, 95),
+            p99=percentile(values, 99),
+            max=values[-1],
+        )
+
+    # Aliases so tests read naturally: ``result.ttft.p99_ms``.
+    @property
+    def mean_ms(self) -> float:
+        return self.mean
+
+    @property
+    def p50_ms(self) -> float:
+        return self.p50
+
+    @property
+    def p90_ms(self) -> float:
+        return self.p90
+
+    @property
+    def p95_ms(self) -> float:
+        return self.p95
+
+    @property
+    def p99_ms(self) -> float:
+        return self.p99
+
+    @property
+    def max_ms(self) -> float:
+        return self.max
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Distribution:
+        return cls(**{k: data[k] for k in ("count", "mean", "p50", "p90", "p95", "p99", "max")})
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """What a gated metric is: its unit, which way is better, and how much it may move.
+
+    ``tolerance`` is the relative change that counts as a regression when it is also
+    beyond noise. ``noise_floor`` is the relative drift seen between two engine starts
+    of the same config on quiet hardware; a change must clear it with confidence, since
+    a baseline and a new run never share an engine start.
+    """
+
+    name: str
+    unit: str
+    direction: Direction
+    tolerance: float
+    noise_floor: float
+    gated: bool = True
+    description: str = ""
+
+
+def _spec(
+    name: str,
+    unit: str,
+    direction: Direction,
+    tolerance: float,
+    noise_floor: float,
+    gated: bool = True,
+    description: str = "",
+) -> MetricSpec:
+    return MetricSpec(name, unit, direction, tolerance, noise_floor, gated, description)
+
+
+# Defaults come from measurements on an H100 (see README, "Noise"): throughput drifts
+# up to ~2% between engine starts, decode speed (TPOT/ITL p50) ~0.1%, TTFT swings by
+# tens of percent with prefill scheduling.
+METRICS: dict[str, MetricSpec] = {
+    s.name: s
+    for s in (
+        _spec("output_tok_s", "tok/s", "higher", 0.03, 0.01, description="generated tokens per second"),
+        _spec("total_tok_s", "tok/s", "higher", 0.03, 0.01, description="prompt + generated tokens per second"),
+        _spec("requests_s", "req/s", "higher", 0.03, 0.01, description="completed requests per second"),
+        _spec("ttft_p50_ms", "ms", "lower", 0.25, 0.10, description="time to first token, median"),
+        _spec("ttft_p99_ms", "ms", "lower", 0.30, 0.15, description="time to first token, 99th percentile"),
+        _spec("tpot_p50_ms", "ms", "lower", 0.02, 0.005, description="time per output token, median"),
+        _spec("tpot_p99_ms", "ms", "lower", 0.10, 0.03, description="time per output token, 99th percentile"),
+        _spec("itl_p50_ms", "ms", "lower", 0.03, 0.01, description="inter-token latency, median"),
+        _spec("itl_p99_ms", "ms", "lower", 0.30, 0.10, description="inter-token latency, 99th percentile"),
+        _spec("e2e_p50_ms", "ms", "lower", 0.05, 0.02, description="end-to-end request latency, median"),
+        _spec("e2e_p99_ms", "ms", "lower", 0.10, 0.03, description="end-to-end request latency, 99th percentile"),
+        _spec("peak_mem_gib", "GiB", "lower", 0.03, 0.01, description="peak memory of the engine's processes"),
+        _spec("kv_cache_tokens", "tokens", "higher", 0.02, 0.005, description="KV-cache capacity vLLM reports"),
+        _spec("start_time_s", "s", "lower", 0.50, 0.30, gated=False, description="engine start (load, compile, graphs)"),
+    )
+}
+
+
+def metric_spec(name: str) -> MetricSpec:
+    """Look up a metric by name; the error lists the valid names."""
+    try:
+        return METRICS[name]
+    except KeyError:
+        raise KeyError(f"unknown metric {name!r}; known metrics: {', '.join(METRICS)}") from None

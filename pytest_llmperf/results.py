@@ -1,0 +1,197 @@
+"""Typed results of a measured workload, and the per-trial values the gate compares."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pytest_llmperf.config import EngineConfig, Workload
+from pytest_llmperf.metrics import Distribution
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One timed run of the workload: every prompt submitted, every token back."""
+
+    elapsed_s: float
+    num_requests: int
+    input_tokens: int
+    output_tokens: int
+    ttft_ms: Distribution
+    tpot_ms: Distribution
+    itl_ms: Distribution
+    e2e_ms: Distribution
+    disturbances: tuple[str, ...] = ()
+    remeasured: bool = False
+
+    @property
+    def output_tok_s(self) -> float:
+        return self.output_tokens / self.elapsed_s
+
+    @property
+    def total_tok_s(self) -> float:
+        return (self.input_tokens + self.output_tokens) / self.elapsed_s
+
+    @property
+    def requests_s(self) -> float:
+        return self.num_requests / self.elapsed_s
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["disturbances"] = list(self.disturbances)
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrialResult:
+        d = dict(data)
+        for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
+            d[key] = Distribution.from_json(d[key])
+        d["disturbances"] = tuple(d.get("disturbances", ()))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class MemoryResult:
+    """Memory during the run and the KV-cache capacity vLLM reported.
+
+    On a GPU, ``peak_device_gib`` is the whole device as NVML sees it and
+    ``peak_process_gib`` the engine's own processes; on the CPU build both are RSS.
+    """
+
+    kind: str  # "gpu" or "cpu"
+    peak_device_gib: float | None = None
+    peak_process_gib: float | None = None
+    weights_gib: float | None = None
+    kv_cache_tokens: int | None = None
+    max_concurrency: float | None = None
+    predicted_kv_bytes_per_token: int | None = None
+
+    @property
+    def predicted_kv_cache_tokens_per_gib(self) -> float | None:
+        if not self.predicted_kv_bytes_per_token:
+            return None
+        return 2**30 / self.predicted_kv_bytes_per_token
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> MemoryResult:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class PerfResult:
+    """All trials of one test, plus engine facts; what ``llmperf.run()`` returns."""
+
+    engine: EngineConfig
+    workload: Workload
+    trials: tuple[TrialResult, ...]
+    memory: MemoryResult
+    start_time_s: float
+    device: str
+    vllm_version: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    # Pooled latency over every request of every trial.
+    @property
+    def ttft(self) -> Distribution:
+        return _pool(self.trials, "ttft_ms")
+
+    @property
+    def tpot(self) -> Distribution:
+        return _pool(self.trials, "tpot_ms")
+
+    @property
+    def itl(self) -> Distribution:
+        return _pool(self.trials, "itl_ms")
+
+    @property
+    def e2e(self) -> Distribution:
+        return _pool(self.trials, "e2e_ms")
+
+    @property
+    def output_tok_s(self) -> float:
+        return statistics.median(t.output_tok_s for t in self.trials)
+
+    @property
+    def total_tok_s(self) -> float:
+        return statistics.median(t.total_tok_s for t in self.trials)
+
+    @property
+    def requests_s(self) -> float:
+        return statistics.median(t.requests_s for t in self.trials)
+
+    @property
+    def tok_s(self) -> float:
+        """Shorthand for output tokens per second (what ``min_tok_s`` checks)."""
+        return self.output_tok_s
+
+    def metric_values(self) -> dict[str, list[float]]:
+        """Per-trial value of every gated metric; run-wide figures appear once."""
+        values: dict[str, list[float]] = {
+            "output_tok_s": [t.output_tok_s for t in self.trials],
+            "total_tok_s": [t.total_tok_s for t in self.trials],
+            "requests_s": [t.requests_s for t in self.trials],
+            "ttft_p50_ms": [t.ttft_ms.p50 for t in self.trials],
+            "ttft_p99_ms": [t.ttft_ms.p99 for t in self.trials],
+            "tpot_p50_ms": [t.tpot_ms.p50 for t in self.trials],
+            "tpot_p99_ms": [t.tpot_ms.p99 for t in self.trials],
+            "itl_p50_ms": [t.itl_ms.p50 for t in self.trials],
+            "itl_p99_ms": [t.itl_ms.p99 for t in self.trials],
+            "e2e_p50_ms": [t.e2e_ms.p50 for t in self.trials],
+            "e2e_p99_ms": [t.e2e_ms.p99 for t in self.trials],
+            "start_time_s": [self.start_time_s],
+        }
+        if self.memory.peak_process_gib is not None:
+            values["peak_mem_gib"] = [self.memory.peak_process_gib]
+        if self.memory.kv_cache_tokens is not None:
+            values["kv_cache_tokens"] = [float(self.memory.kv_cache_tokens)]
+        return {k: v for k, v in values.items() if v and all(x == x for x in v)}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine.to_json(),
+            "workload": self.workload.to_json(),
+            "trials": [t.to_json() for t in self.trials],
+            "memory": self.memory.to_json(),
+            "start_time_s": self.start_time_s,
+            "device": self.device,
+            "vllm_version": self.vllm_version,
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PerfResult:
+        return cls(
+            engine=EngineConfig.from_json(data["engine"]),
+            workload=Workload.from_json(data["workload"]),
+            trials=tuple(TrialResult.from_json(t) for t in data["trials"]),
+            memory=MemoryResult.from_json(data["memory"]),
+            start_time_s=data["start_time_s"],
+            device=data["device"],
+            vllm_version=data.get("vllm_version", ""),
+            notes=tuple(data.get("notes", ())),
+        )
+
+
+def _pool(trials: tuple[TrialResult, ...], attr: str) -> Distribution:
+    """Pool trial distributions: percentiles of the trial percentiles' median.
+
+    Raw samples are not kept per trial (they can be 100k ITLs), so the pooled view
+    takes the median across trials of each summary and the max of maxima.
+    """
+    dists = [getattr(t, attr) for t in trials if getattr(t, attr).count]
+    if not dists:
+        return Distribution.from_samples([])
+    med = statistics.median
+    return Distribution(
+        count=sum(d.count for d in dists),
+        mean=med(d.mean for d in dists),
+        p50=med(d.p50 for d in dists),
+        p90=med(d.p90 for d in dists),
+        p95=med(d.p95 for d in dists),
+        p99=med(d.p99 for d in dists),
+        max=max(d.max for d in dists),
+    )
