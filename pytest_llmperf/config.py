@@ -9,10 +9,13 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from pytest_llmperf.metrics import METRICS
+
+
+CPU_STAND_IN = "tiny-llama-2l"
 
 
 class ConfigError(ValueError):
@@ -136,14 +139,37 @@ class PerfSpec:
     tolerance: float | None = None
     tolerances: dict[str, float] = field(default_factory=dict)
     device: str = "auto"  # "gpu", "cpu" or "auto" (CPU build allowed when no --gpu)
-    cpu_model: str | None = None
+    cpu: dict[str, Any] = field(default_factory=dict)
     timeout_s: float | None = None
+
+    def on_cpu(self, memory_fraction: float) -> tuple[EngineConfig, Workload]:
+        """The engine and workload this test runs on vLLM's CPU build.
+
+        A GPU-sized model would take minutes per token on two cores, so a card is
+        swapped for the tiny card unless ``cpu={...}`` says otherwise; on CPU the
+        memory fraction means RAM, and eager mode cuts start-up to seconds.
+        """
+        overrides = dict(self.cpu)
+        if "model" not in overrides:
+            overrides["model"] = CPU_STAND_IN
+        engine_kw = {k: v for k, v in overrides.items() if k in _ENGINE_KEYS}
+        workload_kw = {k: v for k, v in overrides.items() if k in _WORKLOAD_KEYS}
+        engine_kw.setdefault("gpu_memory_utilization", memory_fraction)
+        engine_kw.setdefault("enforce_eager", True)
+        workload = replace(self.workload, **workload_kw)
+        if "max_num_seqs" not in engine_kw and self.engine.max_num_seqs == self.workload.batch:
+            engine_kw["max_num_seqs"] = workload.batch
+        return replace(self.engine, **engine_kw), workload
+
+    def substituted_on_cpu(self) -> bool:
+        """True when the CPU run measures a different model than the marker names."""
+        return self.cpu.get("model", CPU_STAND_IN) != self.engine.model
 
 
 _ENGINE_KEYS = {f.name for f in fields(EngineConfig)}
 _WORKLOAD_KEYS = {f.name for f in fields(Workload)}
 _LIMIT_KEYS = {f.name for f in fields(Limits)}
-_OTHER_KEYS = {"tolerance", "tolerances", "device", "cpu_model", "timeout_s"}
+_OTHER_KEYS = {"tolerance", "tolerances", "device", "cpu", "timeout_s"}
 ALL_KEYS: frozenset[str] = frozenset(_ENGINE_KEYS | _WORKLOAD_KEYS | _LIMIT_KEYS | _OTHER_KEYS)
 
 _TYPES: dict[str, tuple[type, ...]] = {}
@@ -161,7 +187,7 @@ for _cls in (EngineConfig, Workload, Limits):
         elif _t.startswith("dict"):
             _TYPES[_f.name] = (dict,)
 _TYPES.update({"tolerance": (int, float), "tolerances": (dict,), "device": (str,),
-               "cpu_model": (str,), "timeout_s": (int, float)})
+               "cpu": (dict,), "timeout_s": (int, float)})
 
 _POSITIVE_INT = {"tp", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "batch",
                  "input_len", "output_len", "trials"}
@@ -236,6 +262,13 @@ def parse_perf_kwargs(kwargs: Mapping[str, Any]) -> PerfSpec:
     device = kwargs.get("device", "auto")
     if device not in ("auto", "gpu", "cpu"):
         raise ConfigError(f"device={device!r}: must be 'auto', 'gpu' or 'cpu'")
+    cpu = dict(kwargs.get("cpu") or {})
+    for key, value in cpu.items():
+        if key not in _ENGINE_KEYS | _WORKLOAD_KEYS:
+            raise ConfigError(f"cpu: unknown key {key!r}{suggest(key, _ENGINE_KEYS | _WORKLOAD_KEYS)}")
+        _check_type(key, value)
+    if device == "cpu" and "model" not in cpu:
+        cpu["model"] = kwargs["model"]
     timeout = kwargs.get("timeout_s")
     if timeout is not None and timeout <= 0:
         raise ConfigError(f"timeout_s={timeout!r}: must be positive")
@@ -246,6 +279,6 @@ def parse_perf_kwargs(kwargs: Mapping[str, Any]) -> PerfSpec:
         tolerance=tolerance,
         tolerances=tolerances,
         device=device,
-        cpu_model=kwargs.get("cpu_model"),
+        cpu=cpu,
         timeout_s=timeout,
     )
