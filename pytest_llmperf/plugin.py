@@ -83,6 +83,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="timed trials per test, overriding the markers (default: marker, 3)")
     group.addoption("--llmperf-min-duration", metavar="SECONDS", type=float, default=None,
                     help="keep adding trials until this much time was measured (default: 0)")
+    group.addoption("--llmperf-slowdown", metavar="FRACTION", type=float, default=None,
+                    help="inject a known throughput loss into every trial, to prove that the "
+                         "gate catches it (default: none)")
     group.addoption("--llmperf-start-timeout", metavar="SECONDS", type=float, default=900.0,
                     help="kill an engine not ready after this long (default: 900)")
     group.addoption("--llmperf-run-timeout", metavar="SECONDS", type=float, default=900.0,
@@ -150,6 +153,8 @@ class LLMPerfSession:
             value = getattr(opt, name)
             if value is not None and value < 1:
                 raise pytest.UsageError(f"--llmperf-trials={value}: must be at least 1")
+        if opt.llmperf_slowdown is not None and not 0 <= opt.llmperf_slowdown < 0.9:
+            raise pytest.UsageError("--llmperf-slowdown must be a fraction in [0, 0.9)")
         if opt.llmperf_min_duration is not None and opt.llmperf_min_duration < 0:
             raise pytest.UsageError("--llmperf-min-duration must be 0 or more")
         for name in ("llmperf_start_timeout", "llmperf_run_timeout"):
@@ -215,6 +220,8 @@ class LLMPerfSession:
             workload = replace(workload, trials=opt.llmperf_trials)
         if opt.llmperf_min_duration is not None:
             workload = replace(workload, min_duration_s=opt.llmperf_min_duration)
+        if opt.llmperf_slowdown is not None:
+            workload = replace(workload, slowdown=opt.llmperf_slowdown)
         return Plan(spec, self.device, engine, workload, stand_in), None
 
     def tolerances(self, spec: PerfSpec) -> dict[str, float]:

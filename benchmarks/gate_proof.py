@@ -1,0 +1,100 @@
+"""Measure what the regression gate sees across engine starts, for proving it.
+
+    python benchmarks/gate_proof.py --starts 5 --out results.json
+    python benchmarks/gate_proof.py --analyse results.json
+
+Collect: each engine start runs the workload plainly and with known injected
+slowdowns (``Workload.slowdown``), ``--trials`` trials each, and every PerfResult is
+saved. Analyse (no GPU needed): every ordered pair of distinct starts is one A/A
+comparison (plain vs plain) and one detection test per slowdown (slowed vs plain),
+decided by the same ``compare_to_baseline`` the plugin uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from dataclasses import replace
+from typing import Any
+
+from pytest_llmperf.config import EngineConfig, Workload
+from pytest_llmperf.regression import compare_to_baseline
+from pytest_llmperf.results import PerfResult
+
+
+def collect(args: argparse.Namespace) -> None:
+    from pytest_llmperf.engine import start_engine
+
+    engine = EngineConfig(model=args.model, max_model_len=args.max_model_len,
+                          max_num_seqs=args.batch, enforce_eager=args.device == "cpu",
+                          gpu_memory_utilization=0.9 if args.device == "gpu" else 0.25)
+    plain = Workload(batch=args.batch, input_len=args.input_len, output_len=args.output_len,
+                     trials=args.trials)
+    slowdowns = [float(s) for s in args.slowdowns.split(",") if s]
+    runs: list[dict[str, Any]] = []
+    for start in range(args.starts):
+        t = time.perf_counter()
+        handle = start_engine(engine, args.device)
+        try:
+            for slowdown in [0.0, *slowdowns]:
+                result = handle.run(replace(plain, slowdown=slowdown))
+                runs.append({"start": start, "slowdown": slowdown, "result": result.to_json()})
+                print(json.dumps({"start": start, "slowdown": slowdown,
+                                  "output_tok_s": round(result.output_tok_s, 1),
+                                  "tpot_p50_ms": round(result.tpot.p50, 3),
+                                  "ttft_p50_ms": round(result.ttft.p50, 1)}), flush=True)
+        finally:
+            handle.stop()
+        print(f"start {start}: {time.perf_counter() - t:.0f} s (engine start "
+              f"{handle.start_time_s:.0f} s)", flush=True)
+        with open(args.out, "w") as f:
+            json.dump({"runs": runs}, f)
+
+
+def analyse(path: str) -> dict[str, Any]:
+    with open(path) as f:
+        runs = json.load(f)["runs"]
+    by = {(r["start"], r["slowdown"]): PerfResult.from_json(r["result"]) for r in runs}
+    starts = sorted({s for s, _ in by})
+    slowdowns = sorted({d for _, d in by if d > 0})
+    aa_alarms: list[str] = []
+    pairs = list(itertools.permutations(starts, 2))
+    for base, now in pairs:
+        cmp = compare_to_baseline(by[(now, 0.0)].metric_values(), by[(base, 0.0)].metric_values())
+        aa_alarms.extend(f"{base}->{now}: {m.metric} {m.change:+.2%}" for m in cmp.regressions)
+    detection: dict[str, Any] = {}
+    for d in slowdowns:
+        hits = 0
+        for base, now in pairs:
+            cmp = compare_to_baseline(by[(now, d)].metric_values(), by[(base, 0.0)].metric_values())
+            hits += any(m.metric == "output_tok_s" for m in cmp.regressions)
+        detection[f"{d:.0%}"] = f"{hits}/{len(pairs)}"
+    plain = {s: round(by[(s, 0.0)].output_tok_s, 1) for s in starts}
+    return {"starts": len(starts), "aa_comparisons": len(pairs), "aa_false_alarms": aa_alarms,
+            "detected_output_tok_s": detection, "plain_median_tok_s_per_start": plain}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--analyse", metavar="JSON")
+    ap.add_argument("--device", default="gpu", choices=["gpu", "cpu"])
+    ap.add_argument("--model", default="llama-3.1-8b")
+    ap.add_argument("--starts", type=int, default=5)
+    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=24)
+    ap.add_argument("--input-len", type=int, default=256)
+    ap.add_argument("--output-len", type=int, default=256)
+    ap.add_argument("--max-model-len", type=int, default=1024)
+    ap.add_argument("--slowdowns", default="0.05,0.03,0.02")
+    ap.add_argument("--out", default="gate-proof.json")
+    args = ap.parse_args()
+    if args.analyse:
+        print(json.dumps(analyse(args.analyse), indent=2))
+    else:
+        collect(args)
+
+
+if __name__ == "__main__":
+    main()

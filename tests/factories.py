@@ -1,0 +1,77 @@
+"""Build realistic PerfResult objects without an engine, for tests of everything after it."""
+
+from __future__ import annotations
+
+import random
+
+from pytest_llmperf.config import EngineConfig, Workload
+from pytest_llmperf.metrics import Distribution
+from pytest_llmperf.results import MemoryResult, PerfResult, TrialResult
+
+
+def _dist(p50: float, count: int) -> Distribution:
+    """A plausible right-skewed latency distribution around ``p50``."""
+    return Distribution(
+        count=count,
+        mean=p50 * 1.02,
+        p50=p50,
+        p90=p50 * 1.10,
+        p95=p50 * 1.15,
+        p99=p50 * 1.30,
+        max=p50 * 1.50,
+    )
+
+
+def make_result(
+    output_tok_s: float = 1000.0,
+    tpot_ms: float = 7.0,
+    trials: int = 3,
+    jitter: float = 0.0,
+    seed: int = 0,
+    engine: EngineConfig | None = None,
+    workload: Workload | None = None,
+    device: str = "gpu",
+) -> PerfResult:
+    """A PerfResult whose trials run at ``output_tok_s`` and ``tpot_ms``.
+
+    ``jitter`` is the relative standard deviation of a per-trial speed factor (seeded
+    by ``seed``): throughput scales with it and latencies inversely, as on real runs.
+    """
+    workload = workload or Workload(batch=8, input_len=128, output_len=128, trials=trials)
+    engine = engine or EngineConfig(model="test/tiny-model", max_num_seqs=workload.batch)
+    rng = random.Random(seed)
+    out_tokens = workload.batch * workload.output_len
+    in_tokens = workload.batch * workload.input_len
+    trial_results = []
+    for _ in range(trials):
+        speed = max(0.05, 1.0 + jitter * rng.gauss(0.0, 1.0)) if jitter else 1.0
+        tpot = tpot_ms / speed
+        ttft = tpot * 4.0
+        trial_results.append(
+            TrialResult(
+                elapsed_s=out_tokens / (output_tok_s * speed),
+                num_requests=workload.batch,
+                input_tokens=in_tokens,
+                output_tokens=out_tokens,
+                ttft_ms=_dist(ttft, workload.batch),
+                tpot_ms=_dist(tpot, workload.batch),
+                itl_ms=_dist(tpot, workload.batch * (workload.output_len - 1)),
+                e2e_ms=_dist(ttft + tpot * (workload.output_len - 1), workload.batch),
+            )
+        )
+    return PerfResult(
+        engine=engine,
+        workload=workload,
+        trials=tuple(trial_results),
+        memory=MemoryResult(
+            kind=device,
+            peak_device_gib=20.0 if device == "gpu" else None,
+            peak_process_gib=18.0,
+            weights_gib=2.0,
+            kv_cache_tokens=100_000,
+            max_concurrency=48.0,
+        ),
+        start_time_s=30.0,
+        device=device,
+        vllm_version="0.32.0",
+    )

@@ -1,0 +1,66 @@
+"""A stand-in engine for fast tests of the plugin's wiring (never of the numbers).
+
+Patches ``pytest_llmperf.engine.start_engine`` so the plugin's EngineManager gets
+handles that answer instantly with synthetic results from ``factories.make_result``.
+Real engines are exercised in test_engine_cpu.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from factories import make_result
+
+from pytest_llmperf.config import EngineConfig, Workload
+from pytest_llmperf.engine import EngineError
+from pytest_llmperf.results import PerfResult
+
+
+@dataclass
+class FakeEngines:
+    """Records starts and serves results; ``fail_models`` never start."""
+
+    tok_s: float = 1000.0
+    fail_models: set[str] = field(default_factory=set)
+    started: list[str] = field(default_factory=list)
+    stopped: int = 0
+
+    def start(self, config: EngineConfig, device: str, **_: Any) -> FakeHandle:
+        if config.model in self.fail_models:
+            raise EngineError("start", f"ValueError: fake refusal of {config.model}")
+        self.started.append(config.model)
+        return FakeHandle(self, config, device)
+
+
+@dataclass
+class FakeHandle:
+    owner: FakeEngines
+    config: EngineConfig
+    device: str
+    start_time_s: float = 1.0
+
+    def alive(self) -> bool:
+        return True
+
+    def run(self, workload: Workload, timeout_s: float | None = None) -> PerfResult:
+        return make_result(
+            output_tok_s=self.owner.tok_s * (1.0 - workload.slowdown),
+            trials=workload.trials,
+            engine=self.config,
+            workload=workload,
+            device=self.device,
+        )
+
+    def stop(self) -> None:
+        self.owner.stopped += 1
+
+
+def install(monkeypatch: Any, **kwargs: Any) -> FakeEngines:
+    import pytest_llmperf.engine as engine
+    import pytest_llmperf.plugin as plugin
+
+    fake = FakeEngines(**kwargs)
+    monkeypatch.setattr(engine, "start_engine", fake.start)
+    monkeypatch.setattr(plugin, "_cpu_build_reason", lambda: None)
+    return fake

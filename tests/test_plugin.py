@@ -1,0 +1,276 @@
+"""Plugin behaviour through pytester: options, marker validation, ordering, skips, gate.
+
+These use the fake engine (tests/fake_engine.py) so they run in seconds; the real
+engine path is covered by test_engine_cpu.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import fake_engine
+import pytest
+
+import pytest_llmperf
+
+TINY = 'model="tiny-llama-2l", device="cpu", max_model_len=512'
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> fake_engine.FakeEngines:
+    return fake_engine.install(monkeypatch)
+
+
+def _suite(pytester: pytest.Pytester, body: str, name: str = "test_suite") -> None:
+    pytester.makepyfile(**{name: "import pytest\nfrom pytest_llmperf import perf\n\n" + body})
+
+
+# -- marker validation: collection errors that name the key ---------------------------
+
+
+def test_unknown_marker_key_is_a_collection_error_with_suggestion(pytester: pytest.Pytester) -> None:
+    _suite(pytester, f"@perf({TINY}, bacth=4)\ndef test_a(llmperf):\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*test_a: invalid perf marker: unknown perf key 'bacth' (did you mean 'batch'?)*"])
+
+
+def test_wrong_type_names_key(pytester: pytest.Pytester) -> None:
+    _suite(pytester, f"@perf({TINY}, batch='8')\ndef test_a(llmperf):\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*batch='8': expected int, got str*"])
+
+
+def test_unknown_card_lists_known_cards(pytester: pytest.Pytester) -> None:
+    _suite(pytester, "@perf(model='llama-3-8b')\ndef test_a(llmperf):\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*unknown model 'llama-3-8b'*Known cards:*llama-3.1-8b*tiny-llama-2l*"])
+
+
+def test_prompt_longer_than_context_is_rejected(pytester: pytest.Pytester) -> None:
+    _suite(pytester, f"@perf({TINY}, input_len=400, output_len=200)\ndef test_a(llmperf):\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*input_len + output_len = 600 exceeds max_model_len=512*"])
+
+
+def test_fixture_without_marker_fails_clearly(pytester: pytest.Pytester) -> None:
+    _suite(pytester, "def test_a(llmperf):\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*llmperf fixture needs a @pytest.mark.perf(model=...) marker*"])
+
+
+# -- options --------------------------------------------------------------------------
+
+
+def test_help_lists_prefixed_options(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    result.stdout.fnmatch_lines(["*--gpu*", "*--llmperf-update-baselines*", "*--llmperf-tolerance*"])
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("--llmperf-tolerance=outptu_tok_s=0.1", "*unknown metric 'outptu_tok_s' (did you mean 'output_tok_s'?)*"),
+        ("--llmperf-tolerance=lots", "*expected a fraction like 0.05*"),
+        ("--llmperf-tolerance=1.5", "*must be in (0, 1)*"),
+        ("--llmperf-trials=0", "*--llmperf-trials=0: must be at least 1*"),
+        ("--llmperf-slowdown=2", "*--llmperf-slowdown must be a fraction*"),
+    ],
+)
+def test_bad_options_are_usage_errors(pytester: pytest.Pytester, arg: str, message: str) -> None:
+    result = pytester.runpytest(arg)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([message])
+
+
+def test_gpu_flag_without_gpu_is_a_usage_error(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pytest_llmperf.gpu as gpu
+
+    monkeypatch.setattr(gpu, "usable_gpu_reason", lambda: "NVML did not initialise: no driver")
+    result = pytester.runpytest("--gpu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--gpu was given but no GPU is usable here: NVML did not initialise*"])
+
+
+# -- skips and ordering -----------------------------------------------------------------
+
+
+def test_gpu_only_test_skips_without_gpu(pytester: pytest.Pytester, fake: fake_engine.FakeEngines) -> None:
+    _suite(pytester, "@perf(model='llama-3.1-8b', device='gpu')\ndef test_a(llmperf):\n    llmperf.run()\n")
+    result = pytester.runpytest("-rs")
+    result.assert_outcomes(skipped=1)
+    result.stdout.fnmatch_lines(["*GPU-only perf test (device='gpu'): run with --gpu*"])
+    assert fake.started == []
+
+
+def test_tests_sharing_a_config_share_one_engine(pytester: pytest.Pytester, fake: fake_engine.FakeEngines) -> None:
+    _suite(
+        pytester,
+        f"""
+@perf({TINY}, batch=2)
+def test_a1(llmperf):
+    llmperf.run()
+
+@perf({TINY}, batch=4)
+def test_b(llmperf):
+    llmperf.run()
+
+def test_plain():
+    pass
+
+@perf({TINY}, batch=2, output_len=16)
+def test_a2(llmperf):
+    llmperf.run()
+""",
+    )
+    result = pytester.runpytest("-v", "-p", "no:randomly")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*test_a1 PASSED*", "*test_a2 PASSED*", "*test_b PASSED*", "*test_plain PASSED*"])
+    assert len(fake.started) == 2  # a1 and a2 share max_num_seqs=2; b needs its own
+    assert fake.stopped == 2
+
+
+def test_engine_that_fails_to_start_fails_its_tests_and_session_goes_on(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_engine.install(monkeypatch, fail_models={"qwen2.5-1.5b"})
+    _suite(
+        pytester,
+        """
+@perf(model="qwen2.5-1.5b", device="cpu")
+def test_bad1(llmperf):
+    llmperf.run()
+
+@perf(model="qwen2.5-1.5b", device="cpu")
+def test_bad2(llmperf):
+    llmperf.run()
+
+@perf(model="tiny-llama-2l", device="cpu")
+def test_good(llmperf):
+    llmperf.run()
+""",
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=2, passed=1)
+    result.stdout.fnmatch_lines(["*engine start failed: ValueError: fake refusal of qwen2.5-1.5b*"])
+
+
+def test_run_rejects_engine_keys(pytester: pytest.Pytester, fake: fake_engine.FakeEngines) -> None:
+    _suite(pytester, f"@perf({TINY})\ndef test_a(llmperf):\n    llmperf.run(max_num_seqs=4)\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*'max_num_seqs' is not a workload key*engine keys belong in the perf marker*"])
+
+
+# -- limits and the baseline gate ---------------------------------------------------------
+
+
+def test_floor_is_enforced_when_the_named_model_runs(pytester: pytest.Pytester, fake: fake_engine.FakeEngines) -> None:
+    _suite(pytester, f"@perf({TINY}, min_tok_s=5000)\ndef test_a(llmperf):\n    llmperf.run()\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*min_tok_s=5000: measured 1,000.00, below the floor*"])
+
+
+def test_floor_not_applied_to_cpu_stand_in(pytester: pytest.Pytester, fake: fake_engine.FakeEngines) -> None:
+    _suite(pytester, "@perf(model='llama-3.1-8b', min_tok_s=5000)\ndef test_a(llmperf):\n    llmperf.run()\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*limits not applied: the CPU run measured tiny-llama-2l, a stand-in for llama-3.1-8b*"])
+
+
+def test_update_then_compare_then_detect_regression(pytester: pytest.Pytester, fake: fake_engine.FakeEngines) -> None:
+    _suite(pytester, f"@perf({TINY}, trials=5)\ndef test_a(llmperf):\n    llmperf.run()\n")
+    # Without the flag nothing is written and the missing baseline is a warning.
+    first = pytester.runpytest()
+    first.assert_outcomes(passed=1, warnings=1)
+    first.stdout.fnmatch_lines(["*no baseline for this test on this hardware*"])
+    assert not (pytester.path / "baselines").exists()
+
+    written = pytester.runpytest("--llmperf-update-baselines")
+    written.assert_outcomes(passed=1)
+    files = list((pytester.path / "baselines").rglob("*.json"))
+    assert len(files) == 1 and files[0].name == "test_suite.json"
+    doc = json.loads(files[0].read_text())
+    assert doc["entries"]["test_a"]["metrics"]["output_tok_s"]["median"] == pytest.approx(1000.0)
+
+    same = pytester.runpytest()
+    same.assert_outcomes(passed=1)
+
+    slower = pytester.runpytest("--llmperf-slowdown=0.1")
+    slower.assert_outcomes(failed=1)
+    slower.stdout.fnmatch_lines([
+        "*regression against the baseline (output_tok_s, total_tok_s, requests_s)*",
+        "*metric*baseline*now*change*threshold*verdict*",
+        "*output_tok_s*1000.0*900.0*-10.0%*-3.0%*REGRESSION*",
+    ])
+    # A looser tolerance on the marker's metric lets the same change through.
+    looser = pytester.runpytest("--llmperf-slowdown=0.1", "--llmperf-tolerance=0.2")
+    looser.assert_outcomes(passed=1)
+
+
+def test_improvement_is_reported_with_hint(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = fake_engine.install(monkeypatch)
+    _suite(pytester, f"@perf({TINY})\ndef test_a(llmperf):\n    llmperf.run()\n")
+    pytester.runpytest("--llmperf-update-baselines").assert_outcomes(passed=1)
+    fake.tok_s = 1200.0
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*improved beyond tolerance (output_tok_s +20.0%*record it with --llmperf-update-baselines*"])
+
+
+def test_strict_fails_on_missing_baseline(pytester: pytest.Pytester, fake: fake_engine.FakeEngines) -> None:
+    _suite(pytester, f"@perf({TINY})\ndef test_a(llmperf):\n    llmperf.run()\n")
+    result = pytester.runpytest("--llmperf-strict")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*no baseline for this test on this hardware*[--llmperf-strict]*"])
+
+
+def test_stale_baseline_is_reported(pytester: pytest.Pytester, fake: fake_engine.FakeEngines) -> None:
+    _suite(pytester, f"@perf({TINY}, batch=2)\ndef test_a(llmperf):\n    llmperf.run()\n")
+    pytester.runpytest("--llmperf-update-baselines").assert_outcomes(passed=1)
+    _suite(pytester, f"@perf({TINY}, batch=4)\ndef test_a(llmperf):\n    llmperf.run()\n")
+    result = pytester.runpytest("--llmperf-strict")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*baseline is stale*workload.batch: baseline 2, now 4*"])
+
+
+def test_corrupt_baseline_fails_naming_the_file_and_is_not_overwritten(
+    pytester: pytest.Pytester, fake: fake_engine.FakeEngines
+) -> None:
+    _suite(pytester, f"@perf({TINY})\ndef test_a(llmperf):\n    llmperf.run()\n")
+    pytester.runpytest("--llmperf-update-baselines").assert_outcomes(passed=1)
+    [path] = list((pytester.path / "baselines").rglob("*.json"))
+    path.write_text('{"schema_version": 1, "entries": ')
+    for args in ([], ["--llmperf-update-baselines"]):
+        result = pytester.runpytest(*args)
+        result.assert_outcomes(failed=1)
+        result.stdout.fnmatch_lines([f"*baseline file unusable*{path.name}*"])
+    assert path.read_text() == '{"schema_version": 1, "entries": '
+
+
+def test_summary_table_and_json_report(pytester: pytest.Pytester, fake: fake_engine.FakeEngines) -> None:
+    _suite(pytester, f"@perf({TINY}, batch=3)\ndef test_a(llmperf):\n    r = llmperf.run()\n    assert r.tok_s > 0\n")
+    result = pytester.runpytest("--llmperf-json=out/results.json")
+    result.stdout.fnmatch_lines([
+        "*llmperf summary*",
+        "*test*config*out tok/s*TTFT p50*TTFT p99*TPOT p50*peak mem*verdict*",
+        "*test_a*tiny-llama-2l*b3 128/128*1,000.0*",
+    ])
+    data = json.loads((pytester.path / "out" / "results.json").read_text())
+    assert data["tests"][0]["result"]["workload"]["batch"] == 3
+
+
+def test_package_exposes_every_plugin_hook_and_fixture() -> None:
+    """``-p pytest_llmperf`` registers the package; it must carry all the plugin's names."""
+    import pytest_llmperf.plugin as plugin
+
+    wanted = {n for n in dir(plugin) if n.startswith("pytest_") and callable(getattr(plugin, n))}
+    wanted |= {"llmperf", "llm_engine", "gpu_info"}
+    assert wanted <= set(dir(pytest_llmperf))
+    for name in wanted:
+        assert getattr(pytest_llmperf, name) is getattr(plugin, name)
