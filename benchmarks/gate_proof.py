@@ -1,7 +1,7 @@
 """Measure what the regression gate sees across engine starts, for proving it.
 
     python benchmarks/gate_proof.py --starts 5 --out results.json
-    python benchmarks/gate_proof.py --analyse results.json
+    python benchmarks/gate_proof.py --analyse results.json [more.json:plain] [--tolerance 0.02]
 
 Collect: each engine start runs the workload plainly and with known injected
 slowdowns (``Workload.slowdown``), ``--trials`` trials each, and every PerfResult is
@@ -53,32 +53,51 @@ def collect(args: argparse.Namespace) -> None:
             json.dump({"runs": runs}, f)
 
 
-def analyse(path: str) -> dict[str, Any]:
-    with open(path) as f:
-        runs = json.load(f)["runs"]
-    by = {(r["start"], r["slowdown"]): PerfResult.from_json(r["result"]) for r in runs}
+def load(paths: list[str], plain_only: list[bool]) -> dict[tuple[str, float], PerfResult]:
+    """Results keyed by (file:start, slowdown); ``plain_only`` files keep slowdown 0 runs."""
+    by: dict[tuple[str, float], PerfResult] = {}
+    for i, (path, plain) in enumerate(zip(paths, plain_only)):
+        with open(path) as f:
+            for r in json.load(f)["runs"]:
+                if plain and r["slowdown"] > 0:
+                    continue
+                by[(f"{i}:{r['start']}", r["slowdown"])] = PerfResult.from_json(r["result"])
+    return by
+
+
+def analyse(by: dict[tuple[str, float], PerfResult], tolerance: float | None = None) -> dict[str, Any]:
+    """A/A false alarms and slowdown detections over every ordered pair of starts."""
+    tol = None if tolerance is None else {"output_tok_s": tolerance, "total_tok_s": tolerance,
+                                          "requests_s": tolerance}
     starts = sorted({s for s, _ in by})
-    slowdowns = sorted({d for _, d in by if d > 0})
     aa_alarms: list[str] = []
     pairs = list(itertools.permutations(starts, 2))
     for base, now in pairs:
-        cmp = compare_to_baseline(by[(now, 0.0)].metric_values(), by[(base, 0.0)].metric_values())
+        cmp = compare_to_baseline(by[(now, 0.0)].metric_values(), by[(base, 0.0)].metric_values(),
+                                  tolerances=tol)
         aa_alarms.extend(f"{base}->{now}: {m.metric} {m.change:+.2%}" for m in cmp.regressions)
     detection: dict[str, Any] = {}
-    for d in slowdowns:
+    for d in sorted({d for _, d in by if d > 0}):
+        slowed = [s for s in starts if (s, d) in by]
+        tries = [(b, n) for b, n in pairs if n in slowed]
         hits = 0
-        for base, now in pairs:
-            cmp = compare_to_baseline(by[(now, d)].metric_values(), by[(base, 0.0)].metric_values())
+        for base, now in tries:
+            cmp = compare_to_baseline(by[(now, d)].metric_values(), by[(base, 0.0)].metric_values(),
+                                      tolerances=tol)
             hits += any(m.metric == "output_tok_s" for m in cmp.regressions)
-        detection[f"{d:.0%}"] = f"{hits}/{len(pairs)}"
+        detection[f"{d:.0%}"] = f"{hits}/{len(tries)}"
     plain = {s: round(by[(s, 0.0)].output_tok_s, 1) for s in starts}
-    return {"starts": len(starts), "aa_comparisons": len(pairs), "aa_false_alarms": aa_alarms,
+    return {"output_tok_s_tolerance": tolerance or "default", "starts": len(starts),
+            "aa_comparisons": len(pairs), "aa_false_alarms": aa_alarms,
             "detected_output_tok_s": detection, "plain_median_tok_s_per_start": plain}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--analyse", metavar="JSON")
+    ap.add_argument("--analyse", metavar="JSON", nargs="+",
+                    help="result files; suffix one with :plain to use only its unslowed runs")
+    ap.add_argument("--tolerance", type=float, action="append",
+                    help="throughput tolerance(s) to evaluate (default: the metric default)")
     ap.add_argument("--device", default="gpu", choices=["gpu", "cpu"])
     ap.add_argument("--model", default="llama-3.1-8b")
     ap.add_argument("--starts", type=int, default=5)
@@ -91,7 +110,10 @@ def main() -> None:
     ap.add_argument("--out", default="gate-proof.json")
     args = ap.parse_args()
     if args.analyse:
-        print(json.dumps(analyse(args.analyse), indent=2))
+        paths = [p.removesuffix(":plain") for p in args.analyse]
+        by = load(paths, [p.endswith(":plain") for p in args.analyse])
+        for tol in args.tolerance or [None]:
+            print(json.dumps(analyse(by, tol), indent=2))
     else:
         collect(args)
 

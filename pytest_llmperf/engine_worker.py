@@ -120,6 +120,7 @@ def worker_main(conn: Any, request: dict[str, Any]) -> None:
     from pytest_llmperf.config import Workload
     from pytest_llmperf.workload import measure
 
+    run_index = 0  # every workload on this engine gets prompts it has never seen
     while True:
         try:
             msg = conn.recv()
@@ -134,8 +135,9 @@ def worker_main(conn: Any, request: dict[str, Any]) -> None:
         try:
             workload = Workload.from_json(msg["workload"])
             t_run = time.perf_counter()
+            run_index += 1
             trials = measure(llm, workload, int(model_config.get_vocab_size()),
-                             check=sampler.disturbances)
+                             check=sampler.disturbances, run_index=run_index)
             peak_dev, peak_proc = sampler.peak(t_run)
             conn.send({
                 "kind": "result",

@@ -120,7 +120,7 @@ def _spec(
     return MetricSpec(name, unit, direction, tolerance, noise_floor, gated, description)
 
 
-# Defaults come from measurements on an H100 (see README, "Noise"): throughput drifts
+# Defaults come from measurements on an H100 (benchmarks/RESULTS.md): throughput drifts
 # up to ~2% between engine starts, decode speed (TPOT/ITL p50) ~0.1%, TTFT swings by
 # tens of percent with prefill scheduling.
 METRICS: dict[str, MetricSpec] = {
@@ -134,7 +134,10 @@ METRICS: dict[str, MetricSpec] = {
         _spec("tpot_p50_ms", "ms", "lower", 0.02, 0.005, description="time per output token, median"),
         _spec("tpot_p99_ms", "ms", "lower", 0.10, 0.03, description="time per output token, 99th percentile"),
         _spec("itl_p50_ms", "ms", "lower", 0.03, 0.01, description="inter-token latency, median"),
-        _spec("itl_p99_ms", "ms", "lower", 0.30, 0.10, description="inter-token latency, 99th percentile"),
+        # Reported, not gated by default: on an H100 it moved +55% between engine
+        # starts of one config (3 of 72 A/A pairs), far beyond any useful tolerance.
+        _spec("itl_p99_ms", "ms", "lower", 0.30, 0.10, gated=False,
+              description="inter-token latency, 99th percentile"),
         _spec("e2e_p50_ms", "ms", "lower", 0.05, 0.02, description="end-to-end request latency, median"),
         _spec("e2e_p99_ms", "ms", "lower", 0.10, 0.03, description="end-to-end request latency, 99th percentile"),
         _spec("peak_mem_gib", "GiB", "lower", 0.03, 0.01, description="peak memory of the engine's processes"),

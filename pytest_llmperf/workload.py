@@ -30,13 +30,16 @@ class RequestTiming:
     engine_ttft_s: float | None = None
 
 
-def make_prompts(workload: Workload, vocab_size: int, round_index: int) -> list[list[int]]:
-    """Random token-id prompts, distinct per prompt and per round.
+def make_prompts(
+    workload: Workload, vocab_size: int, round_index: int, run_index: int = 0
+) -> list[list[int]]:
+    """Random token-id prompts, distinct per prompt, per round and per run.
 
     Distinct prompts keep the prefix cache from turning a trial into a cache-hit
-    benchmark; ids below 100 are avoided since cards put special tokens there.
+    benchmark: every workload an engine serves (``run_index``) and every round in it
+    gets fresh ones. Ids below 100 are avoided since cards put special tokens there.
     """
-    rng = random.Random(f"{workload.seed}:{round_index}")
+    rng = random.Random(f"{workload.seed}:{run_index}:{round_index}")
     low = min(100, max(vocab_size // 2, 1))
     return [
         [rng.randrange(low, vocab_size) for _ in range(workload.input_len)]
@@ -125,6 +128,7 @@ def measure(
     *,
     check: Callable[[float, float], list[str]] | None = None,
     max_trials: int = 1000,
+    run_index: int = 0,
 ) -> list[TrialResult]:
     """Warm up, then time ``workload.trials`` rounds (more to cover ``min_duration_s``).
 
@@ -133,20 +137,20 @@ def measure(
     """
     round_index = 0
     for _ in range(workload.warmup):
-        prompts = make_prompts(workload, vocab_size, round_index)
-        run_round(llm, prompts, workload.output_len, f"warmup{round_index}")
+        prompts = make_prompts(workload, vocab_size, round_index, run_index)
+        run_round(llm, prompts, workload.output_len, f"r{run_index}-warmup{round_index}")
         round_index += 1
     trials: list[TrialResult] = []
     measured = 0.0
     while len(trials) < workload.trials or (
         measured < workload.min_duration_s and len(trials) < max_trials
     ):
-        result, t0, t1 = _timed_trial(llm, workload, vocab_size, round_index)
+        result, t0, t1 = _timed_trial(llm, workload, vocab_size, round_index, run_index)
         round_index += 1
         reasons = check(t0, t1) if check else []
         if reasons:
             first_reasons = reasons
-            result, t0, t1 = _timed_trial(llm, workload, vocab_size, round_index)
+            result, t0, t1 = _timed_trial(llm, workload, vocab_size, round_index, run_index)
             round_index += 1
             reasons = check(t0, t1) if check else []
             result = _with(result, disturbances=tuple(reasons or first_reasons), remeasured=True)
@@ -157,10 +161,12 @@ def measure(
     return trials
 
 
-def _timed_trial(llm: Any, workload: Workload, vocab_size: int, round_index: int) -> tuple[TrialResult, float, float]:
-    prompts = make_prompts(workload, vocab_size, round_index)
+def _timed_trial(
+    llm: Any, workload: Workload, vocab_size: int, round_index: int, run_index: int
+) -> tuple[TrialResult, float, float]:
+    prompts = make_prompts(workload, vocab_size, round_index, run_index)
     t0 = time.perf_counter()
-    elapsed, timings = run_round(llm, prompts, workload.output_len, f"trial{round_index}")
+    elapsed, timings = run_round(llm, prompts, workload.output_len, f"r{run_index}-trial{round_index}")
     if workload.slowdown:
         # Known, calibrated slowdown for proving the gate: a stall worth exactly
         # `slowdown` of the throughput, added inside the timed window.

@@ -66,7 +66,8 @@ def test_hardware_key_ignores_software() -> None:
     assert a.hardware_key == b.hardware_key
 
 
-@given(name=st.text(max_size=200), count=st.integers(0, 4096), device=st.sampled_from(["gpu", "cpu"]))
+@given(name=st.text(max_size=200), count=st.integers(0, 4096),
+       device=st.sampled_from(["gpu", "cpu"]))
 def test_hardware_key_is_always_a_safe_slug(name: str, count: int, device: str) -> None:
     key = make_fp(device=device, gpu_name=name, cpu_model=name, gpu_count=count,
                   cpu_count=max(count, 1)).hardware_key

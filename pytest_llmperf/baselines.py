@@ -1,0 +1,560 @@
+"""Baseline files: the per-trial numbers a PR is compared against, kept in the repo.
+
+One JSON file per suite file and hardware, ``<root>/<hardware_key>/<suite path>.json``,
+so a PR that changes performance shows the new numbers as a readable diff. Files are
+validated against ``schema/baseline.v1.json`` on every read and before every write,
+and every complaint names the file and the JSON path, because these files are edited
+by hand and merged by git. Writes are atomic and serialised across processes
+(pytest-xdist workers record baselines of one suite file at the same time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import functools
+import importlib.resources
+import json
+import math
+import os
+import re
+import statistics
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import MISSING, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path, PurePath
+from typing import Any
+
+from pytest_llmperf.config import EngineConfig, Workload
+from pytest_llmperf.fingerprint import Fingerprint
+from pytest_llmperf.metrics import METRICS
+from pytest_llmperf.results import PerfResult
+
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1,)
+SCHEMA_RESOURCE = "schema/baseline.v1.json"
+
+# Workload keys that change how long we measure, or inject a test-only slowdown, but
+# not what is measured: a baseline recorded with other values still applies.
+IGNORED_WORKLOAD_KEYS = frozenset({"slowdown", "trials", "warmup", "min_duration_s"})
+
+_HARDWARE_KEY = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class BaselineError(Exception):
+    """A baseline file is unreadable or invalid; the message says where and why.
+
+    ``file``, ``json_path`` (``$.entries["t"].metrics.x.values[2]``) and ``reason`` are
+    also available as attributes. For invalid JSON, ``json_path`` is None and ``line``
+    and ``column`` are set instead.
+    """
+
+    def __init__(
+        self,
+        file: Path | str,
+        json_path: str | None,
+        reason: str,
+        *,
+        line: int | None = None,
+        column: int | None = None,
+    ) -> None:
+        self.file = str(file)
+        self.json_path = json_path
+        self.reason = reason
+        self.line = line
+        self.column = column
+        if line is not None:
+            where = f"{self.file}:{line}:{column}"
+        else:
+            where = f"{self.file}: {json_path or '$'}"
+        super().__init__(f"{where}: {reason}")
+
+
+def format_json_path(parts: Sequence[str | int]) -> str:
+    """``["entries", "a.py::t", "metrics"]`` -> ``$.entries["a.py::t"].metrics``."""
+    out = ["$"]
+    for part in parts:
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+        elif _IDENTIFIER.fullmatch(part):
+            out.append(f".{part}")
+        else:
+            out.append(f"[{json.dumps(part, ensure_ascii=False)}]")
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_text() -> str:
+    try:
+        return importlib.resources.files("pytest_llmperf").joinpath(SCHEMA_RESOURCE).read_text(
+            encoding="utf-8"
+        )
+    except (FileNotFoundError, ModuleNotFoundError, TypeError, NotADirectoryError):
+        # Fallback for unusual loaders that cannot serve package data.
+        return (Path(__file__).parent / SCHEMA_RESOURCE).read_text(encoding="utf-8")
+
+
+def load_schema() -> dict[str, Any]:
+    """The JSON Schema of a baseline file (a fresh copy; callers may mutate it)."""
+    schema: dict[str, Any] = json.loads(_schema_text())
+    return schema
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> Any:
+    import jsonschema  # deferred: only needed once a baseline is read or written
+
+    return jsonschema.Draft202012Validator(load_schema())
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class MetricRecord:
+    """Per-trial values of one metric, with their median and MAD for quick reading."""
+
+    values: tuple[float, ...]
+    median: float
+    mad: float
+
+    @classmethod
+    def from_values(cls, values: Sequence[float]) -> MetricRecord:
+        """Summarise values; they must be positive and finite (gates compare ratios)."""
+        vals = tuple(float(v) for v in values)
+        if not vals:
+            raise ValueError("a metric needs at least one value")
+        if not all(math.isfinite(v) and v > 0 for v in vals):
+            raise ValueError(f"metric values must be positive and finite, got {list(vals)}")
+        med = statistics.median(vals)
+        mad = statistics.median(abs(v - med) for v in vals)
+        return cls(values=vals, median=med, mad=mad)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"values": list(self.values), "median": self.median, "mad": self.mad}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MetricRecord:
+        return cls(
+            values=tuple(float(v) for v in data["values"]),
+            median=float(data["median"]),
+            mad=float(data["mad"]),
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    """The value as it will read back from JSON (tuples become lists, keys strings)."""
+    return json.loads(json.dumps(value))
+
+
+def _field_defaults(cls: type) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in fields(cls):
+        if f.default is not MISSING:
+            out[f.name] = _jsonable(f.default)
+        elif f.default_factory is not MISSING:
+            out[f.name] = _jsonable(f.default_factory())
+    return out
+
+
+def _render(value: Any) -> str:
+    return "absent" if value is MISSING else json.dumps(value, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class BaselineEntry:
+    """What was measured for one test id on one hardware, and under which config."""
+
+    test_id: str
+    engine: dict[str, Any]
+    workload: dict[str, Any]
+    metrics: dict[str, MetricRecord]
+    fingerprint: dict[str, Any]
+    recorded_at: str
+    git_commit: str | None
+    vllm_version: str | None
+
+    @classmethod
+    def from_result(
+        cls,
+        test_id: str,
+        result: PerfResult,
+        fingerprint: Fingerprint,
+        git_commit: str | None,
+        recorded_at: str | None = None,
+    ) -> BaselineEntry:
+        """Record a fresh result. Metrics with zero or non-finite values are left out:
+        a relative gate cannot compare against them."""
+        metrics: dict[str, MetricRecord] = {}
+        for name, values in result.metric_values().items():
+            if name not in METRICS:
+                continue
+            with contextlib.suppress(ValueError):
+                metrics[name] = MetricRecord.from_values(values)
+        if recorded_at is None:
+            recorded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return cls(
+            test_id=test_id,
+            engine=_jsonable(result.engine.to_json()),
+            workload=_jsonable(result.workload.to_json()),
+            metrics=metrics,
+            fingerprint=_jsonable(fingerprint.to_json()),
+            recorded_at=recorded_at,
+            git_commit=git_commit,
+            vllm_version=result.vllm_version or fingerprint.vllm_version,
+        )
+
+    def metric_values(self) -> dict[str, list[float]]:
+        """Per-trial values by metric name, shaped like ``PerfResult.metric_values()``."""
+        return {name: list(rec.values) for name, rec in self.metrics.items()}
+
+    def parsed_fingerprint(self) -> Fingerprint:
+        """The stored fingerprint as an object (e.g. for ``software_differences``)."""
+        return Fingerprint.from_json(self.fingerprint)
+
+    def stale_reasons(self, engine: EngineConfig, workload: Workload) -> list[str]:
+        """Why this baseline no longer measures the same thing; empty when it still does.
+
+        One string per differing key, e.g. ``"engine.max_num_seqs: baseline 24, now 20"``.
+        Keys only a newer config knows are fine while they hold their default (the
+        baseline ran with that behaviour). Keys in IGNORED_WORKLOAD_KEYS are skipped.
+        """
+        reasons: list[str] = []
+        for section, stored, current, ignored, defaults in (
+            ("engine", self.engine, engine.to_json(), frozenset(), _field_defaults(EngineConfig)),
+            ("workload", self.workload, workload.to_json(), IGNORED_WORKLOAD_KEYS,
+             _field_defaults(Workload)),
+        ):
+            now = _jsonable(current)
+            keys = list(now) + sorted(k for k in stored if k not in now)
+            for key in keys:
+                if key in ignored:
+                    continue
+                before = stored.get(key, MISSING)
+                after = now.get(key, MISSING)
+                if before is MISSING and key in defaults and after == defaults[key]:
+                    continue
+                if before is MISSING or after is MISSING or before != after:
+                    reasons.append(
+                        f"{section}.{key}: baseline {_render(before)}, now {_render(after)}"
+                    )
+        return reasons
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as stored under ``entries[test_id]`` (the id is the key, not a field)."""
+        return {
+            "engine": self.engine,
+            "workload": self.workload,
+            "metrics": {name: rec.to_json() for name, rec in self.metrics.items()},
+            "fingerprint": self.fingerprint,
+            "recorded_at": self.recorded_at,
+            "git_commit": self.git_commit,
+            "vllm_version": self.vllm_version,
+        }
+
+    @classmethod
+    def from_json(cls, test_id: str, data: Mapping[str, Any]) -> BaselineEntry:
+        return cls(
+            test_id=test_id,
+            engine=dict(data["engine"]),
+            workload=dict(data["workload"]),
+            metrics={name: MetricRecord.from_json(m) for name, m in data["metrics"].items()},
+            fingerprint=dict(data["fingerprint"]),
+            recorded_at=data["recorded_at"],
+            git_commit=data.get("git_commit"),
+            vllm_version=data.get("vllm_version"),
+        )
+
+
+# ------------------------------------------------------------------------- validation
+
+
+class _DuplicateKeys(dict):
+    """A JSON object that repeated a key (json keeps the last silently; we complain)."""
+
+    duplicates: list[str]
+
+
+def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    dups: list[str] = []
+    for key, value in pairs:
+        if key in out:
+            dups.append(key)
+        out[key] = value
+    if not dups:
+        return out
+    flagged = _DuplicateKeys(out)
+    flagged.duplicates = dups
+    return flagged
+
+
+def _find_non_json(value: Any, path: list[str | int]) -> tuple[list[str | int], str] | None:
+    """First duplicate key or NaN/Infinity in a parsed or about-to-be-written document."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, f"{value} is not a valid JSON number (numbers must be finite)"
+    if isinstance(value, dict):
+        if isinstance(value, _DuplicateKeys):
+            return path, f"duplicate key {value.duplicates[0]!r} (e.g. a bad merge)"
+        for key, item in value.items():
+            found = _find_non_json(item, [*path, key])
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _find_non_json(item, [*path, i])
+            if found:
+                return found
+    return None
+
+
+def _check_document(file: Path, doc: Any, hardware_key: str) -> None:
+    """Raise BaselineError unless ``doc`` is a valid baseline file for ``hardware_key``."""
+    found = _find_non_json(doc, [])
+    if found:
+        raise BaselineError(file, format_json_path(found[0]), found[1])
+    if not isinstance(doc, dict):
+        raise BaselineError(file, "$", f"expected a JSON object, got {type(doc).__name__}")
+    version = doc.get("schema_version", MISSING)
+    if version is not MISSING and (
+        isinstance(version, bool) or version not in SUPPORTED_SCHEMA_VERSIONS
+    ):
+        supported = ", ".join(str(v) for v in SUPPORTED_SCHEMA_VERSIONS)
+        newer = (
+            " (written by a newer pytest-llmperf? upgrade it)"
+            if isinstance(version, int) and not isinstance(version, bool)
+            and version > max(SUPPORTED_SCHEMA_VERSIONS)
+            else ""
+        )
+        raise BaselineError(
+            file,
+            "$.schema_version",
+            f"unsupported schema_version {json.dumps(version)}; this version of "
+            f"pytest-llmperf reads schema_version {supported}{newer}",
+        )
+    import jsonschema
+
+    errors = list(_validator().iter_errors(doc))
+    if errors:
+        error = jsonschema.exceptions.best_match(errors)
+        parts = list(error.absolute_path)
+        reason = error.message
+        if error.validator == "pattern" and parts[-1:] == ["recorded_at"]:
+            reason = (f"{error.instance!r} is not an ISO-8601 timestamp with a time zone, "
+                      "e.g. '2025-01-02T03:04:05+00:00'")
+        if error.validator == "additionalProperties" and parts[-1:] == ["metrics"]:
+            reason += f"; known metrics: {', '.join(METRICS)}"
+        if len(errors) > 1:
+            reason += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        raise BaselineError(file, format_json_path(parts), reason)
+    if doc["hardware_key"] != hardware_key:
+        raise BaselineError(
+            file,
+            "$.hardware_key",
+            f"file says {doc['hardware_key']!r} but lies in the directory for {hardware_key!r}; "
+            "baselines of one hardware must not be compared against another",
+        )
+
+
+def _parse(file: Path, text: str, hardware_key: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(text, object_pairs_hook=_pairs_hook)
+    except json.JSONDecodeError as exc:
+        raise BaselineError(
+            file, None, f"invalid JSON: {exc.msg}", line=exc.lineno, column=exc.colno
+        ) from None
+    _check_document(file, doc, hardware_key)
+    result: dict[str, Any] = doc
+    return result
+
+
+# ---------------------------------------------------------------------------- storage
+
+
+@contextlib.contextmanager
+def _exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``lock_path``; the file is removed on release.
+
+    Removing it keeps the baselines directory clean for ``git add``. A waiter that
+    locked the file just before it was unlinked notices (the path no longer names its
+    inode) and retries on the new file, so two holders can never overlap.
+    """
+    while True:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            mine = os.fstat(fd)
+            try:
+                current = os.stat(lock_path)
+            except FileNotFoundError:
+                current = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if current is not None and (current.st_ino, current.st_dev) == (mine.st_ino, mine.st_dev):
+            break
+        os.close(fd)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock_path)
+        os.close(fd)  # releases the lock
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable too (best effort: not every filesystem allows it)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class BaselineStore:
+    """Baselines of one hardware under ``root`` (``root/<hardware_key>/<suite>.json``)."""
+
+    def __init__(self, root: Path | str, hardware_key: str) -> None:
+        if not _HARDWARE_KEY.fullmatch(hardware_key):
+            raise ValueError(
+                f"hardware_key={hardware_key!r}: must be a lower-case slug "
+                "([a-z0-9][a-z0-9._-]*), e.g. Fingerprint.hardware_key"
+            )
+        self.root = Path(root)
+        self.hardware_key = hardware_key
+        self._cache: dict[Path, tuple[tuple[int, int, int], dict[str, BaselineEntry]]] = {}
+
+    def __repr__(self) -> str:
+        return f"BaselineStore(root={str(self.root)!r}, hardware_key={self.hardware_key!r})"
+
+    @property
+    def directory(self) -> Path:
+        return self.root / self.hardware_key
+
+    def path_for(self, suite_file: str | os.PathLike[str]) -> Path:
+        """Baseline file of a suite file given relative to the rootdir.
+
+        ``suites/test_decode.py`` -> ``root/<hardware_key>/suites/test_decode.json``.
+        Absolute paths and paths that climb out with '..' are rejected (ValueError).
+        """
+        raw = os.fspath(suite_file)
+        if not raw or PurePath(raw).is_absolute() or raw.startswith(("/", "\\")):
+            raise ValueError(
+                f"suite file {raw!r}: expected a path relative to the rootdir, "
+                "e.g. 'suites/test_decode.py'"
+            )
+        normal = PurePath(os.path.normpath(raw))
+        if normal.parts[:1] in ((".",), ("..",)) or not normal.name:
+            raise ValueError(f"suite file {raw!r}: escapes the baselines directory")
+        return self.directory / normal.with_suffix(".json")
+
+    def _lock_path(self, target: Path) -> Path:
+        return target.with_name(f".{target.name}.lock")
+
+    def _read(self, target: Path) -> tuple[str, dict[str, Any]] | None:
+        try:
+            raw = target.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BaselineError(
+                target, "$", f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
+        return text, _parse(target, text, self.hardware_key)
+
+    def load(self, suite_file: str | os.PathLike[str]) -> dict[str, BaselineEntry]:
+        """All entries of a suite file's baseline; empty when there is none yet."""
+        target = self.path_for(suite_file)
+        try:
+            st = target.stat()
+        except FileNotFoundError:
+            self._cache.pop(target, None)
+            return {}
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._cache.get(target)
+        if cached and cached[0] == stamp:
+            return dict(cached[1])
+        read = self._read(target)
+        if read is None:
+            return {}
+        entries = {
+            test_id: BaselineEntry.from_json(test_id, data)
+            for test_id, data in read[1]["entries"].items()
+        }
+        self._cache[target] = (stamp, entries)
+        return dict(entries)
+
+    def get(self, suite_file: str | os.PathLike[str], test_id: str) -> BaselineEntry | None:
+        """The baseline of one test, or None when it has never been recorded here."""
+        return self.load(suite_file).get(test_id)
+
+    def update(
+        self, suite_file: str | os.PathLike[str], entries: Mapping[str, BaselineEntry]
+    ) -> Path:
+        """Merge ``entries`` into the suite's baseline file, atomically; return its path.
+
+        Same test ids are replaced, others kept. The current file is re-read under an
+        exclusive lock so concurrent writers (xdist workers) never lose each other's
+        entries; an invalid current file raises BaselineError and is left untouched.
+        """
+        target = self.path_for(suite_file)
+        new: dict[str, Any] = {}
+        for test_id, entry in entries.items():
+            if not isinstance(entry, BaselineEntry):
+                raise TypeError(f"entries[{test_id!r}]: expected BaselineEntry, got {entry!r}")
+            if entry.test_id != test_id:
+                raise ValueError(f"entries[{test_id!r}] holds the entry of {entry.test_id!r}")
+            new[test_id] = entry.to_json()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _exclusive_lock(self._lock_path(target)):
+            current = self._read(target)  # validated: only the new entries need checking
+            envelope = {"schema_version": SCHEMA_VERSION, "hardware_key": self.hardware_key}
+            try:
+                _check_document(target, {**envelope, "entries": new}, self.hardware_key)
+            except BaselineError as exc:
+                raise BaselineError(
+                    target, exc.json_path, f"refusing to write: {exc.reason}"
+                ) from None
+            merged = dict(current[1]["entries"]) if current else {}
+            merged.update(new)
+            doc = {**envelope, "entries": merged}
+            text = json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+            try:
+                data = text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise BaselineError(
+                    target, "$", f"refusing to write: text is not valid Unicode ({exc.reason})"
+                ) from None
+            if current is None or current[0] != text:
+                self._write_atomic(target, data)
+        return target
+
+    def _write_atomic(self, target: Path, data: bytes) -> None:
+        """Write a temp file beside ``target``, fsync it, rename it over ``target``."""
+        try:
+            mode = target.stat().st_mode & 0o777
+        except FileNotFoundError:
+            mode = 0o644
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        _fsync_dir(target.parent)

