@@ -123,6 +123,7 @@ class EngineHandle:
             weights_gib=self.info.get("weights_gib"),
             kv_cache_tokens=self.info.get("kv_cache_tokens"),
             max_concurrency=self.info.get("max_concurrency"),
+            kv_cache_gib=self.info.get("kv_cache_gib"),
             predicted_kv_bytes_per_token=self.source.kv_bytes_per_token(
                 self.config.kv_cache_dtype, self.info.get("dtype", self.config.dtype)
             ),
@@ -132,9 +133,13 @@ class EngineHandle:
         if remeasured:
             notes.append(f"{remeasured} trial(s) disturbed and re-measured")
         cond = reply.get("conditions") or {}
+        facts = []
         if cond.get("max_temp_c") is not None:
-            notes.append(f"max GPU temperature {cond['max_temp_c']:.0f} C, "
-                         f"mean power {cond.get('mean_power_w') or 0:.0f} W")
+            facts.append(f"max GPU temperature {cond['max_temp_c']:.0f} C")
+        if cond.get("mean_power_w") is not None:
+            facts.append(f"mean power {cond['mean_power_w']:.0f} W")
+        if facts:
+            notes.append(", ".join(facts))
         return PerfResult(
             engine=self.config,
             workload=workload,

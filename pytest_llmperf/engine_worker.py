@@ -18,6 +18,8 @@ from typing import Any
 _KV_TOKENS = re.compile(r"KV cache size: ([\d,]+) tokens")
 _CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
 _WEIGHTS = re.compile(r"Model loading took ([\d.]+) GiB")
+# GPU: "Available KV cache memory: 54.31 GiB"; CPU: "Auto set (1.05/8.34) GiB for KV cache"
+_KV_GIB = re.compile(r"Available KV cache memory: ([\d.]+) GiB|Auto set \(([\d.]+)/[\d.]+\) GiB for KV cache")
 
 
 def engine_kwargs(engine: dict[str, Any], path: str, load_format: str) -> dict[str, Any]:
@@ -53,6 +55,8 @@ def parse_engine_log(text: str) -> dict[str, Any]:
         facts["max_concurrency"] = float(m.group(2))
     if m := _WEIGHTS.search(text):
         facts["weights_gib"] = float(m.group(1))
+    if m := _KV_GIB.search(text):
+        facts["kv_cache_gib"] = float(m.group(1) or m.group(2))
     return facts
 
 

