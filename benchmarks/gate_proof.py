@@ -56,7 +56,7 @@ def collect(args: argparse.Namespace) -> None:
 def load(paths: list[str], plain_only: list[bool]) -> dict[tuple[str, float], PerfResult]:
     """Results keyed by (file:start, slowdown); ``plain_only`` files keep slowdown 0 runs."""
     by: dict[tuple[str, float], PerfResult] = {}
-    for i, (path, plain) in enumerate(zip(paths, plain_only)):
+    for i, (path, plain) in enumerate(zip(paths, plain_only, strict=False)):
         with open(path) as f:
             for r in json.load(f)["runs"]:
                 if plain and r["slowdown"] > 0:

@@ -14,7 +14,6 @@ from typing import Any
 
 from pytest_llmperf.metrics import METRICS
 
-
 CPU_STAND_IN = "tiny-llama-2l"
 
 
@@ -211,7 +210,7 @@ def _check_type(key: str, value: Any) -> None:
             f"{key}={value!r}: expected {'/'.join(t.__name__ for t in expected)}, "
             f"got {type(value).__name__}"
         )
-    if key in _POSITIVE_INT and value < 1:
+    if key in _POSITIVE_INT and isinstance(value, int) and value < 1:
         raise ConfigError(f"{key}={value!r}: must be at least 1")
 
 

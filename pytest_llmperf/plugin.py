@@ -12,22 +12,22 @@ import importlib.metadata
 import os
 import warnings
 from collections.abc import Generator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pytest_llmperf.cards import UnknownModelError, resolve_model
+from pytest_llmperf.config import ConfigError as _ConfigError
 from pytest_llmperf.config import (
     EngineConfig,
     PerfSpec,
     Workload,
     parse_perf_kwargs,
 )
-from pytest_llmperf.config import ConfigError as _ConfigError
-from pytest_llmperf.metrics import METRICS
 from pytest_llmperf.config import suggest as _suggest
+from pytest_llmperf.metrics import METRICS
 
 DEFAULT_CPU_MEMORY_FRACTION = 0.25
 

@@ -59,7 +59,7 @@ def summary_lines(verdicts: Sequence[Verdict]) -> list[str]:
             _status(v),
         ])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=False)))
              for row in rows]
     lines.insert(1, "-" * len(lines[0]))
     return lines

@@ -8,6 +8,7 @@ GPU, clocks held down by heat, power or a hardware slowdown.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -98,10 +99,9 @@ class ResourceSampler:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
+            # A vanished PID mid-sample is not worth a crash.
+            with contextlib.suppress(Exception):
                 self.samples.append(self.sample())
-            except Exception:  # a vanished PID mid-sample is not worth a crash
-                pass
             self._stop.wait(self.interval_s)
 
     def _tree(self) -> list[psutil.Process]:
@@ -114,10 +114,8 @@ class ResourceSampler:
         if self._nv is None:
             rss = 0
             for p in tree:
-                try:
+                with contextlib.suppress(psutil.Error):
                     rss += p.memory_info().rss
-                except psutil.Error:
-                    pass
             return Sample(now, rss / GIB)
         nv = self._nv
         pids = {p.pid for p in tree}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pytest_llmperf.config import Workload
@@ -101,7 +101,10 @@ def summarise(
             f"{len(short)} of {len(timings)} requests did not return {output_len} tokens "
             f"(got {got}); the engine dropped or truncated requests"
         )
-    ttft, tpot, e2e, itl = [], [], [], []
+    ttft: list[float] = []
+    tpot: list[float] = []
+    e2e: list[float] = []
+    itl: list[float] = []
     for t in timings.values():
         assert t.first is not None and t.last is not None
         ttft.append((t.first - t.submitted) * 1e3)
@@ -149,13 +152,11 @@ def measure(
         round_index += 1
         reasons = check(t0, t1) if check else []
         if reasons:
-            first_reasons = reasons
             result, t0, t1 = _timed_trial(llm, workload, vocab_size, round_index, run_index)
             round_index += 1
-            reasons = check(t0, t1) if check else []
-            result = _with(result, disturbances=tuple(reasons or first_reasons), remeasured=True)
-            if not reasons:
-                result = _with(result, disturbances=tuple(f"first try: {r}" for r in first_reasons))
+            again = check(t0, t1) if check else []
+            marks = again or [f"first try: {r}" for r in reasons]
+            result = replace(result, disturbances=tuple(marks), remeasured=True)
         trials.append(result)
         measured += result.elapsed_s
     return trials
@@ -176,8 +177,3 @@ def _timed_trial(
     t1 = time.perf_counter()
     return summarise(elapsed, timings, workload.input_len, workload.output_len), t0, t1
 
-
-def _with(result: TrialResult, **changes: Any) -> TrialResult:
-    from dataclasses import replace
-
-    return replace(result, **changes)
