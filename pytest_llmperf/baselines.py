@@ -26,10 +26,10 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Any
 
-from pytest_llmperf.config import EngineConfig, Workload
-from pytest_llmperf.fingerprint import Fingerprint
-from pytest_llmperf.metrics import METRICS
-from pytest_llmperf.results import PerfResult
+from .config import EngineConfig, Workload
+from .fingerprint import Fingerprint
+from .metrics import METRICS
+from .results import PerfResult
 
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1,)

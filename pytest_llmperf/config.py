@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from pytest_llmperf.metrics import METRICS
+from .metrics import METRICS
 
 CPU_STAND_IN = "tiny-llama-2l"
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import psutil
 
-from pytest_llmperf.cards import ModelSource, resolve_model
-from pytest_llmperf.config import EngineConfig, Workload
-from pytest_llmperf.results import MemoryResult, PerfResult, TrialResult
+from .cards import ModelSource, resolve_model
+from .config import EngineConfig, Workload
+from .results import MemoryResult, PerfResult, TrialResult
 
 DEFAULT_START_TIMEOUT_S = 900.0
 DEFAULT_RUN_TIMEOUT_S = 900.0
@@ -222,12 +222,12 @@ def start_engine(
     log_path = os.path.join(log_dir, f"engine-{safe}-{int(time.time() * 1000)}.log")
     before: frozenset[int] = frozenset()
     if device == "gpu":
-        from pytest_llmperf import gpu
+        from . import gpu
 
         before = frozenset(p for i in range(config.tp) for p in gpu.compute_pids(i))
     ctx = multiprocessing.get_context("spawn")
     parent_conn, child_conn = ctx.Pipe()
-    from pytest_llmperf.engine_worker import worker_main
+    from .engine_worker import worker_main
 
     request = {
         "engine": config.to_json(),
@@ -305,7 +305,7 @@ class EngineManager:
 
 def wait_for_gpu_release(handle: EngineHandle, timeout_s: float) -> None:
     """Block until the engine's memory is back, or raise naming what still holds it."""
-    from pytest_llmperf import gpu
+    from . import gpu
 
     indices = list(range(handle.config.tp))
     deadline = time.monotonic() + timeout_s

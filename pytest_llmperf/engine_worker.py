@@ -86,7 +86,7 @@ def worker_main(conn: Any, request: dict[str, Any]) -> None:
     device = request["device"]
     engine = request["engine"]
     try:
-        from pytest_llmperf.sampler import ResourceSampler
+        from .sampler import ResourceSampler
 
         sampler = ResourceSampler(device=device, gpu_indices=list(range(engine["tp"])))
         sampler.start()
@@ -121,8 +121,8 @@ def worker_main(conn: Any, request: dict[str, Any]) -> None:
         conn.close()
         return
 
-    from pytest_llmperf.config import Workload
-    from pytest_llmperf.workload import measure
+    from .config import Workload
+    from .workload import measure
 
     run_index = 0  # every workload on this engine gets prompts it has never seen
     while True:

@@ -10,10 +10,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_llmperf.baselines import BaselineEntry
-from pytest_llmperf.config import Limits
-from pytest_llmperf.regression import Comparison, compare_to_baseline
-from pytest_llmperf.results import PerfResult
+from .baselines import BaselineEntry
+from .config import Limits
+from .regression import Comparison, compare_to_baseline
+from .results import PerfResult
 
 # limit key -> (how to read it off a result, True when it is a floor)
 _LIMITS: dict[str, tuple[Callable[[PerfResult], float | None], bool]] = {

@@ -18,16 +18,16 @@ from typing import Any
 
 import pytest
 
-from pytest_llmperf.cards import UnknownModelError, resolve_model
-from pytest_llmperf.config import ConfigError as _ConfigError
-from pytest_llmperf.config import (
+from .cards import UnknownModelError, resolve_model
+from .config import ConfigError as _ConfigError
+from .config import (
     EngineConfig,
     PerfSpec,
     Workload,
     parse_perf_kwargs,
 )
-from pytest_llmperf.config import suggest as _suggest
-from pytest_llmperf.metrics import METRICS
+from .config import suggest as _suggest
+from .metrics import METRICS
 
 DEFAULT_CPU_MEMORY_FRACTION = 0.25
 
@@ -58,7 +58,7 @@ _RESULTS = pytest.StashKey[list]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from pytest_llmperf import hookspecs
+    from . import hookspecs
 
     pluginmanager.add_hookspecs(hookspecs)
 
@@ -173,7 +173,7 @@ class LLMPerfSession:
     @property
     def engines(self) -> Any:
         if self._engines is None:
-            from pytest_llmperf.engine import EngineManager
+            from .engine import EngineManager
 
             opt = self.config.option
             log_dir = opt.llmperf_log_dir
@@ -188,7 +188,7 @@ class LLMPerfSession:
     @property
     def fingerprint(self) -> Any:
         if self._fingerprint is None:
-            from pytest_llmperf.fingerprint import collect_fingerprint
+            from .fingerprint import collect_fingerprint
 
             self._fingerprint = collect_fingerprint(self.device)
         return self._fingerprint
@@ -196,7 +196,7 @@ class LLMPerfSession:
     @property
     def store(self) -> Any:
         if self._store is None:
-            from pytest_llmperf.baselines import BaselineStore
+            from .baselines import BaselineStore
 
             fp = self.fingerprint
             key = self.config.hook.pytest_llmperf_hardware_key(config=self.config, fingerprint=fp)
@@ -225,7 +225,7 @@ class LLMPerfSession:
         return Plan(spec, self.device, engine, workload, stand_in), None
 
     def tolerances(self, spec: PerfSpec) -> dict[str, float]:
-        from pytest_llmperf.regression import resolve_tolerances
+        from .regression import resolve_tolerances
 
         return resolve_tolerances(
             marker_tolerances=spec.tolerances, marker_tolerance=spec.tolerance,
@@ -242,11 +242,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "perf(model, tp=1, batch=1, input_len=128, output_len=128, trials=3, min_tok_s=None, "
         "...): an LLM-serving performance test run on a real vLLM engine (pytest-llmperf)",
     )
-    if config.option.help or config.option.collectonly and not config.option.gpu:
-        pass
     session = LLMPerfSession(config)
     if session.device == "gpu" and not config.option.collectonly:
-        from pytest_llmperf.gpu import usable_gpu_reason
+        from .gpu import usable_gpu_reason
 
         reason = usable_gpu_reason()
         if reason is not None:
@@ -340,7 +338,7 @@ class LLMPerfFixture:
 
     def run(self, **overrides: Any) -> Any:
         """Measure the workload (keys of the marker's workload may be overridden)."""
-        from pytest_llmperf.engine import EngineError
+        from .engine import EngineError
 
         bad = [k for k in overrides if k not in Workload.__dataclass_fields__]
         if bad:
@@ -371,7 +369,7 @@ def llmperf(request: pytest.FixtureRequest) -> LLMPerfFixture:
 @pytest.fixture
 def llm_engine(request: pytest.FixtureRequest) -> Any:
     """The live engine handle (shared by tests with the same engine config)."""
-    from pytest_llmperf.engine import EngineError
+    from .engine import EngineError
 
     plan = request.node.stash.get(_PLAN, None)
     if plan is None:
@@ -385,8 +383,8 @@ def llm_engine(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture(scope="session")
 def gpu_info(pytestconfig: pytest.Config) -> Any:
     """NVML facts about the GPUs (skips where there is none)."""
-    from pytest_llmperf.gpu import NvmlUnavailable
-    from pytest_llmperf.gpu import gpu_info as collect
+    from .gpu import NvmlUnavailable
+    from .gpu import gpu_info as collect
 
     try:
         return collect()
@@ -419,8 +417,8 @@ def _test_key(item: pytest.Item) -> tuple[str, str]:
 
 
 def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_test: bool) -> Any:
-    from pytest_llmperf.baselines import BaselineEntry, BaselineError
-    from pytest_llmperf.gate import Verdict, check_limits, compare_entry
+    from .baselines import BaselineEntry, BaselineError
+    from .gate import Verdict, check_limits, compare_entry
 
     results = item.stash.get(_RESULTS, [])
     if not results:
@@ -476,7 +474,7 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
 
 
 def _git_commit(item: pytest.Item) -> str | None:
-    from pytest_llmperf.fingerprint import git_commit
+    from .fingerprint import git_commit
 
     return git_commit(item.config.rootpath)
 
@@ -489,7 +487,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     nxt = nextitem.stash.get(_PLAN, None) if nextitem is not None else None
     session = item.config.stash[_SESSION]
     if session._engines is not None and (nxt is None or nxt.engine.key() != plan.engine.key()):
-        from pytest_llmperf.engine import EngineError
+        from .engine import EngineError
 
         try:
             session.engines.close()
@@ -501,7 +499,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     session = config.stash.get(_SESSION, None)
     if session is None or not session.verdicts:
         return
-    from pytest_llmperf.report import detail_lines, results_json, summary_lines, write_json_atomic
+    from .report import detail_lines, results_json, summary_lines, write_json_atomic
 
     tr = terminalreporter
     tr.write_sep("=", "llmperf summary")

@@ -36,8 +36,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from pytest_llmperf.metrics import METRICS, Direction
-from pytest_llmperf.stats import bootstrap_ratio_ci, median
+from .metrics import METRICS, Direction
+from .stats import bootstrap_ratio_ci, median
 
 Verdict = Literal["ok", "regression", "improvement"]
 

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any
 
-from pytest_llmperf.gate import Verdict
+from .gate import Verdict
 
 
 def _num(value: float | None, fmt: str = ",.1f") -> str:

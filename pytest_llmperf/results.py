@@ -6,8 +6,8 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pytest_llmperf.config import EngineConfig, Workload
-from pytest_llmperf.metrics import Distribution
+from .config import EngineConfig, Workload
+from .metrics import Distribution
 
 
 @dataclass(frozen=True)

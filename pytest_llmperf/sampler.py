@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-from pytest_llmperf.gpu import GIB
+from .gpu import GIB
 
 # nvmlClocksEventReason* bits (formerly "throttle reasons"), stable across drivers.
 _REASON_BITS = {

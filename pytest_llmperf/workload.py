@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pytest_llmperf.config import Workload
-from pytest_llmperf.metrics import Distribution
-from pytest_llmperf.results import TrialResult
+from .config import Workload
+from .metrics import Distribution
+from .results import TrialResult
 
 
 @dataclass
