@@ -65,31 +65,46 @@ def load(paths: list[str], plain_only: list[bool]) -> dict[tuple[str, float], Pe
     return by
 
 
-def analyse(by: dict[tuple[str, float], PerfResult], tolerance: float | None = None) -> dict[str, Any]:
-    """A/A false alarms and slowdown detections over every ordered pair of starts."""
+def _pooled(results: list[PerfResult]) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for r in results:
+        for metric, values in r.metric_values().items():
+            out.setdefault(metric, []).extend(values)
+    return out
+
+
+def analyse(
+    by: dict[tuple[str, float], PerfResult], tolerance: float | None = None, baseline_starts: int = 1
+) -> dict[str, Any]:
+    """A/A false alarms and slowdown detections for every baseline of ``baseline_starts``
+    pooled engine starts against every other start, as ``--llmperf-baseline-starts`` does."""
     tol = None if tolerance is None else {"output_tok_s": tolerance, "total_tok_s": tolerance,
                                           "requests_s": tolerance}
     starts = sorted({s for s, _ in by})
+    baselines = list(itertools.combinations(starts, baseline_starts))
     aa_alarms: list[str] = []
-    pairs = list(itertools.permutations(starts, 2))
-    for base, now in pairs:
-        cmp = compare_to_baseline(by[(now, 0.0)].metric_values(), by[(base, 0.0)].metric_values(),
-                                  tolerances=tol)
-        aa_alarms.extend(f"{base}->{now}: {m.metric} {m.change:+.2%}" for m in cmp.regressions)
-    detection: dict[str, Any] = {}
-    for d in sorted({d for _, d in by if d > 0}):
-        slowed = [s for s in starts if (s, d) in by]
-        tries = [(b, n) for b, n in pairs if n in slowed]
-        hits = 0
-        for base, now in tries:
-            cmp = compare_to_baseline(by[(now, d)].metric_values(), by[(base, 0.0)].metric_values(),
-                                      tolerances=tol)
-            hits += any(m.metric == "output_tok_s" for m in cmp.regressions)
-        detection[f"{d:.0%}"] = f"{hits}/{len(tries)}"
+    aa = 0
+    detection: dict[float, list[int]] = {}
+    for base in baselines:
+        pooled = _pooled([by[(b, 0.0)] for b in base])
+        for now in starts:
+            if now in base:
+                continue
+            aa += 1
+            cmp = compare_to_baseline(by[(now, 0.0)].metric_values(), pooled, tolerances=tol)
+            aa_alarms.extend(f"{base}->{now}: {m.metric} {m.change:+.2%}" for m in cmp.regressions)
+            for (s, d), slowed in by.items():
+                if s != now or d == 0:
+                    continue
+                cmp = compare_to_baseline(slowed.metric_values(), pooled, tolerances=tol)
+                hit = detection.setdefault(d, [0, 0])
+                hit[0] += any(m.metric == "output_tok_s" for m in cmp.regressions)
+                hit[1] += 1
     plain = {s: round(by[(s, 0.0)].output_tok_s, 1) for s in starts}
-    return {"output_tok_s_tolerance": tolerance or "default", "starts": len(starts),
-            "aa_comparisons": len(pairs), "aa_false_alarms": aa_alarms,
-            "detected_output_tok_s": detection, "plain_median_tok_s_per_start": plain}
+    return {"output_tok_s_tolerance": tolerance or "default", "baseline_starts": baseline_starts,
+            "starts": len(starts), "aa_comparisons": aa, "aa_false_alarms": aa_alarms,
+            "detected_output_tok_s": {f"{d:.0%}": f"{h}/{n}" for d, (h, n) in sorted(detection.items())},
+            "plain_median_tok_s_per_start": plain}
 
 
 def main() -> None:
@@ -98,6 +113,8 @@ def main() -> None:
                     help="result files; suffix one with :plain to use only its unslowed runs")
     ap.add_argument("--tolerance", type=float, action="append",
                     help="throughput tolerance(s) to evaluate (default: the metric default)")
+    ap.add_argument("--baseline-starts", type=int, action="append",
+                    help="engine starts pooled into each baseline (default: 1)")
     ap.add_argument("--device", default="gpu", choices=["gpu", "cpu"])
     ap.add_argument("--model", default="llama-3.1-8b")
     ap.add_argument("--starts", type=int, default=5)
@@ -112,8 +129,9 @@ def main() -> None:
     if args.analyse:
         paths = [p.removesuffix(":plain") for p in args.analyse]
         by = load(paths, [p.endswith(":plain") for p in args.analyse])
-        for tol in args.tolerance or [None]:
-            print(json.dumps(analyse(by, tol), indent=2))
+        for k in args.baseline_starts or [1]:
+            for tol in args.tolerance or [None]:
+                print(json.dumps(analyse(by, tol, k), indent=2))
     else:
         collect(args)
 

@@ -121,14 +121,16 @@ def _spec(
 
 
 # Defaults come from measurements on an H100 (benchmarks/RESULTS.md): throughput drifts
-# up to ~2% between engine starts, decode speed (TPOT/ITL p50) ~0.1%, TTFT swings by
-# tens of percent with prefill scheduling.
+# up to ~1.7% between engine starts, decode speed (TPOT/ITL p50) ~0.1%, TTFT swings by
+# tens of percent with prefill scheduling. Throughput at 2%: no false alarm in 72 A/A
+# pairs of single-start baselines (504 with three-start ones), 3% losses caught in
+# 66% of pairs (89% against baselines pooled over three engine starts).
 METRICS: dict[str, MetricSpec] = {
     s.name: s
     for s in (
-        _spec("output_tok_s", "tok/s", "higher", 0.03, 0.01, description="generated tokens per second"),
-        _spec("total_tok_s", "tok/s", "higher", 0.03, 0.01, description="prompt + generated tokens per second"),
-        _spec("requests_s", "req/s", "higher", 0.03, 0.01, description="completed requests per second"),
+        _spec("output_tok_s", "tok/s", "higher", 0.02, 0.01, description="generated tokens per second"),
+        _spec("total_tok_s", "tok/s", "higher", 0.02, 0.01, description="prompt + generated tokens per second"),
+        _spec("requests_s", "req/s", "higher", 0.02, 0.01, description="completed requests per second"),
         _spec("ttft_p50_ms", "ms", "lower", 0.25, 0.10, description="time to first token, median"),
         _spec("ttft_p99_ms", "ms", "lower", 0.30, 0.15, description="time to first token, 99th percentile"),
         _spec("tpot_p50_ms", "ms", "lower", 0.02, 0.005, description="time per output token, median"),

@@ -206,7 +206,7 @@ def test_update_then_compare_then_detect_regression(pytester: pytest.Pytester, f
     slower.stdout.fnmatch_lines([
         "*regression against the baseline (output_tok_s, total_tok_s, requests_s)*",
         "*metric*baseline*now*change*threshold*verdict*",
-        "*output_tok_s*1000.0*900.0*-10.0%*-3.0%*REGRESSION*",
+        "*output_tok_s*1000.0*900.0*-10.0%*-2.0%*REGRESSION*",
     ])
     # A looser tolerance on the marker's metric lets the same change through.
     looser = pytester.runpytest("--llmperf-slowdown=0.1", "--llmperf-tolerance=0.2")
@@ -274,3 +274,20 @@ def test_package_exposes_every_plugin_hook_and_fixture() -> None:
     assert wanted <= set(dir(pytest_llmperf))
     for name in wanted:
         assert getattr(pytest_llmperf, name) is getattr(plugin, name)
+
+
+def test_baseline_pooled_over_several_engine_starts(pytester: pytest.Pytester, fake: fake_engine.FakeEngines) -> None:
+    _suite(pytester, f"@perf({TINY}, trials=2)\ndef test_a(llmperf):\n    llmperf.run()\n")
+    result = pytester.runpytest("--llmperf-update-baselines", "--llmperf-baseline-starts=3")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*baseline pooled over 3 engine starts*"])
+    assert len(fake.started) == 3
+    [path] = list((pytester.path / "baselines").rglob("*.json"))
+    values = json.loads(path.read_text())["entries"]["test_a"]["metrics"]["output_tok_s"]["values"]
+    assert len(values) == 6  # 2 trials from each of 3 starts
+
+
+def test_baseline_starts_must_be_positive(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--llmperf-baseline-starts=0")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--llmperf-baseline-starts must be at least 1*"])

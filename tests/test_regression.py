@@ -249,7 +249,7 @@ def test_directions() -> None:
     assert rows["tpot_p50_ms"].verdict == "regression"
     assert rows["tpot_p50_ms"].worsening == pytest.approx(0.1)
     assert rows["tpot_p50_ms"].threshold == pytest.approx(0.02)
-    assert rows["output_tok_s"].threshold == pytest.approx(-0.03)
+    assert rows["output_tok_s"].threshold == pytest.approx(-METRICS["output_tok_s"].tolerance)
 
 
 # --- compare_to_baseline: selection and errors ------------------------------------------
@@ -348,7 +348,7 @@ def test_table_text() -> None:
         "1000.0",
         "955.0",
         "-4.5%",
-        "-3.0%",
+        f"-{METRICS['output_tok_s'].tolerance:.1%}",
         "REGRESSION",
     ]
     assert body["tpot_p50_ms"] == ["tpot_p50_ms", "7.000", "6.000", "-14.3%", "+2.0%", "IMPROVED"]
