@@ -7,6 +7,7 @@ the measurement tests and is killed by the last one.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import signal
 import time
@@ -127,11 +128,17 @@ def test_plugin_end_to_end_on_a_real_engine(pytester: pytest.Pytester) -> None:
             assert result.ttft.p99_ms < result.e2e.max_ms
             assert llm_engine.kv_cache_tokens >= 256
     """)
-    recorded = pytester.runpytest("--llmperf-update-baselines")
+    recorded = pytester.runpytest("--llmperf-update-baselines", "--llmperf-baseline-starts=2")
     recorded.assert_outcomes(passed=1)
-    recorded.stdout.fnmatch_lines(["*llmperf summary*", "*test_tiny*tiny-llama-2l*pass (baseline updated)*"])
+    recorded.stdout.fnmatch_lines([
+        "*llmperf summary*",
+        "*test_tiny*tiny-llama-2l*pass (baseline updated)*",
+        "*baseline pooled over 2 engine starts*",
+    ])
     [path] = list((pytester.path / "baselines").rglob("test_real.json"))
     assert path.parent.name.startswith("cpu-")
+    entry = json.loads(path.read_text())["entries"]["test_tiny"]
+    assert len(entry["metrics"]["output_tok_s"]["values"]) == 6  # 3 trials x 2 engine starts
     # A 60% throughput loss is far beyond CPU noise: the gate must catch it.
     slowed = pytester.runpytest("--llmperf-slowdown=0.6")
     slowed.assert_outcomes(failed=1)
