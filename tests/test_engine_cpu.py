@@ -139,7 +139,8 @@ def test_plugin_end_to_end_on_a_real_engine(pytester: pytest.Pytester) -> None:
     assert path.parent.name.startswith("cpu-")
     entry = json.loads(path.read_text())["entries"]["test_tiny"]
     assert len(entry["metrics"]["output_tok_s"]["values"]) == 6  # 3 trials x 2 engine starts
-    # A 60% throughput loss is far beyond CPU noise: the gate must catch it.
-    slowed = pytester.runpytest("--llmperf-slowdown=0.6")
+    # An 80% throughput loss is far beyond CPU noise (runs on two shared cores have
+    # differed by 2x): the gate must catch it.
+    slowed = pytester.runpytest("--llmperf-slowdown=0.8")
     slowed.assert_outcomes(failed=1)
     slowed.stdout.fnmatch_lines(["*regression against the baseline*", "*output_tok_s*REGRESSION*"])
