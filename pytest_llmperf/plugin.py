@@ -153,10 +153,8 @@ class LLMPerfSession:
         self.update = bool(opt.llmperf_update_baselines)
         self.strict = bool(opt.llmperf_strict)
         self.option_tolerance, self.option_tolerances = _parse_tolerances(opt.llmperf_tolerance)
-        for name in ("llmperf_trials",):
-            value = getattr(opt, name)
-            if value is not None and value < 1:
-                raise pytest.UsageError(f"--llmperf-trials={value}: must be at least 1")
+        if opt.llmperf_trials is not None and opt.llmperf_trials < 1:
+            raise pytest.UsageError(f"--llmperf-trials={opt.llmperf_trials}: must be at least 1")
         if opt.llmperf_baseline_starts < 1:
             raise pytest.UsageError("--llmperf-baseline-starts must be at least 1")
         self.baseline_starts = int(opt.llmperf_baseline_starts)
@@ -227,9 +225,6 @@ class LLMPerfSession:
             workload = replace(workload, trials=opt.llmperf_trials)
         if opt.llmperf_min_duration is not None:
             workload = replace(workload, min_duration_s=opt.llmperf_min_duration)
-        if opt.llmperf_baseline_starts < 1:
-            raise pytest.UsageError("--llmperf-baseline-starts must be at least 1")
-        self.baseline_starts = int(opt.llmperf_baseline_starts)
         if opt.llmperf_slowdown is not None:
             workload = replace(workload, slowdown=opt.llmperf_slowdown)
         return Plan(spec, self.device, engine, workload, stand_in), None

@@ -313,3 +313,39 @@ def test_cpu_memory_figures_are_not_gated() -> None:
     _, gpu_comparison, _ = compare_entry(on_gpu, gpu_entry, {})
     assert gpu_comparison is not None
     assert {m.metric for m in gpu_comparison.regressions} == {"peak_mem_gib", "kv_cache_tokens"}
+
+
+def test_hooks_choose_the_hardware_key_and_see_every_result(
+    pytester: pytest.Pytester, fake: fake_engine.FakeEngines
+) -> None:
+    pytester.makeconftest("""
+        seen = []
+
+        def pytest_llmperf_hardware_key(config, fingerprint):
+            return "shared-runner-pool"
+
+        def pytest_llmperf_result(config, item, result, comparison):
+            seen.append((item.name, round(result.output_tok_s), comparison is None))
+
+        def pytest_terminal_summary(terminalreporter):
+            terminalreporter.write_line(f"SEEN {seen}")
+    """)
+    _suite(pytester, f"@perf({TINY})\ndef test_a(llmperf):\n    llmperf.run()\n")
+    result = pytester.runpytest("--llmperf-update-baselines")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["SEEN [('test_a', 1000, True)]"])
+    assert (pytester.path / "baselines" / "shared-runner-pool" / "test_suite.json").is_file()
+
+
+def test_compare_hook_replaces_the_decision(pytester: pytest.Pytester, fake: fake_engine.FakeEngines) -> None:
+    _suite(pytester, f"@perf({TINY})\ndef test_a(llmperf):\n    llmperf.run()\n")
+    pytester.runpytest("--llmperf-update-baselines").assert_outcomes(passed=1)
+    pytester.makeconftest("""
+        from pytest_llmperf.regression import compare_to_baseline
+
+        def pytest_llmperf_compare(config, item, current, baseline, tolerances):
+            loose = {m: 0.5 for m in ("output_tok_s", "total_tok_s", "requests_s")}
+            return compare_to_baseline(current, baseline, tolerances={**tolerances, **loose})
+    """)
+    result = pytester.runpytest("--llmperf-slowdown=0.1")
+    result.assert_outcomes(passed=1)
