@@ -18,7 +18,6 @@ import json
 import math
 import os
 import re
-import statistics
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
@@ -26,6 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Any
 
+from . import stats
 from .config import EngineConfig, Workload
 from .fingerprint import Fingerprint
 from .metrics import METRICS
@@ -128,9 +128,7 @@ class MetricRecord:
             raise ValueError("a metric needs at least one value")
         if not all(math.isfinite(v) and v > 0 for v in vals):
             raise ValueError(f"metric values must be positive and finite, got {list(vals)}")
-        med = statistics.median(vals)
-        mad = statistics.median(abs(v - med) for v in vals)
-        return cls(values=vals, median=med, mad=mad)
+        return cls(values=vals, median=stats.median(vals), mad=stats.mad(vals))
 
     def to_json(self) -> dict[str, Any]:
         return {"values": list(self.values), "median": self.median, "mad": self.mad}
