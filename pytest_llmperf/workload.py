@@ -3,8 +3,7 @@
 Runs inside the engine process against a live ``vllm.LLM``. Requests go through
 ``LLMEngine.add_request``/``step`` with delta outputs, the same loop ``LLM.generate``
 runs, so each request's first token and every later chunk are timed as a client
-sees them (as ``vllm bench serve`` does online), and vLLM's own per-request stats
-are kept beside them as a cross-check.
+sees them (as ``vllm bench serve`` does online).
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ class RequestTiming:
     last: float | None = None
     tokens: int = 0
     chunk_gaps: list[float] = field(default_factory=list)
-    engine_ttft_s: float | None = None
 
 
 def make_prompts(
@@ -84,9 +82,6 @@ def run_round(llm: Any, prompts: list[list[int]], output_len: int, tag: str) -> 
                     timing.chunk_gaps.append(now - (timing.last or now))
                 timing.last = now
                 timing.tokens += n
-            if out.finished and out.metrics is not None:
-                ftl = getattr(out.metrics, "first_token_latency", None)
-                timing.engine_ttft_s = float(ftl) if ftl else None
     return time.perf_counter() - start, timings
 
 
