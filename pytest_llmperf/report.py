@@ -73,8 +73,7 @@ def detail_lines(verdicts: Sequence[Verdict]) -> list[str]:
             names = ", ".join(f"{m.metric} {m.change:+.1%}" for m in v.comparison.improvements)
             out.append(f"{v.test_id}: improved beyond tolerance ({names}); "
                        "record it with --llmperf-update-baselines")
-        if v.baseline_status in ("missing", "stale", "error") or not v.limits_applied:
-            out.extend(f"{v.test_id}: {m}" for m in v.messages)
+        out.extend(f"{v.test_id}: {m}" for m in v.messages)
         if v.result is not None:
             out.extend(f"{v.test_id}: {n}" for n in v.result.notes)
     return out

@@ -349,3 +349,13 @@ def test_compare_hook_replaces_the_decision(pytester: pytest.Pytester, fake: fak
     """)
     result = pytester.runpytest("--llmperf-slowdown=0.1")
     result.assert_outcomes(passed=1)
+
+
+def test_summary_names_a_vllm_version_change(pytester: pytest.Pytester, fake: fake_engine.FakeEngines) -> None:
+    _suite(pytester, f"@perf({TINY})\ndef test_a(llmperf):\n    llmperf.run()\n")
+    pytester.runpytest("--llmperf-update-baselines").assert_outcomes(passed=1)
+    [path] = list((pytester.path / "baselines").rglob("*.json"))
+    path.write_text(path.read_text().replace('"vllm_version": "0.32.0"', '"vllm_version": "0.25.0"'))
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*test_a: baseline vLLM 0.25.0, now 0.32.0*"])
