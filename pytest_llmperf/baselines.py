@@ -18,7 +18,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime, timezone
@@ -26,6 +25,7 @@ from pathlib import Path, PurePath
 from typing import Any
 
 from . import stats
+from .atomic import write_atomic
 from .config import EngineConfig, Workload
 from .fingerprint import Fingerprint
 from .metrics import METRICS
@@ -402,20 +402,6 @@ def _exclusive_lock(lock_path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename durable too (best effort: not every filesystem allows it)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 class BaselineStore:
     """Baselines of one hardware under ``root`` (``root/<hardware_key>/<suite>.json``)."""
 
@@ -533,26 +519,5 @@ class BaselineStore:
                     target, "$", f"refusing to write: text is not valid Unicode ({exc.reason})"
                 ) from None
             if current is None or current[0] != text:
-                self._write_atomic(target, data)
+                write_atomic(target, data)
         return target
-
-    def _write_atomic(self, target: Path, data: bytes) -> None:
-        """Write a temp file beside ``target``, fsync it, rename it over ``target``."""
-        try:
-            mode = target.stat().st_mode & 0o777
-        except FileNotFoundError:
-            mode = 0o644
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        _fsync_dir(target.parent)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from .atomic import write_atomic
 from .gate import Verdict
 
 
@@ -102,15 +102,6 @@ def results_json(verdicts: Sequence[Verdict], fingerprint: dict[str, Any] | None
 
 def write_json_atomic(path: str, data: dict[str, Any]) -> None:
     """Write JSON via a temp file and rename, so readers never see half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".llmperf-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    target = Path(path).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode("utf-8"))
