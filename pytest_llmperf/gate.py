@@ -56,6 +56,7 @@ class Verdict:
     limits_applied: bool = True
     baseline_status: str = "none"  # compared | missing | stale | updated | error | none
     comparison: Comparison | None = None
+    baseline: BaselineEntry | None = None  # the stored entry compared with, for reports
     messages: list[str] = field(default_factory=list)
     failed_test: bool = False
 

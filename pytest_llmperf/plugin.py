@@ -9,7 +9,6 @@ Heavy imports (vLLM, torch, NVML) happen when a test needs an engine, so
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import warnings
 from collections.abc import Generator
 from dataclasses import dataclass, replace
@@ -100,7 +99,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--llmperf-log-dir", metavar="DIR", default=None,
                     help="where engine logs go (default: a folder under pytest's basetemp)")
     group.addoption("--llmperf-json", metavar="PATH", default=None,
-                    help="write every result and verdict to this JSON file (default: none)")
+                    help="write every result, baseline and verdict to this JSON file, "
+                         "schema-validated (default: none)")
+    group.addoption("--llmperf-markdown", metavar="PATH", default=None,
+                    help="write a pull-request-ready Markdown report; also appended to "
+                         "$GITHUB_STEP_SUMMARY when set (default: none)")
+    group.addoption("--llmperf-plots", metavar="DIR", default=None,
+                    help="write PNG charts (throughput curves, latency CDFs, baseline vs now, "
+                         "history) to this directory (default: none)")
+    group.addoption("--llmperf-history", metavar="PATH", default=None,
+                    help="append this run's results to a SQLite history file; read it with "
+                         "`python -m pytest_llmperf history` (default: none)")
     parser.addini("llmperf_baselines", "baseline directory, relative to rootdir (default: baselines)",
                   default="baselines")
 
@@ -455,6 +464,7 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
             verdict.baseline_status = "updated"
         else:
             stored = session.store.get(suite, test_id)
+            verdict.baseline = stored
             hook = item.config.hook.pytest_llmperf_compare
 
             def custom(**kw: Any) -> Any:
@@ -507,9 +517,13 @@ def _pooled_over_starts(session: LLMPerfSession, plan: Plan, first: Any) -> Any:
 
 
 def _git_commit(item: pytest.Item) -> str | None:
+    return _git_commit_of(item.config)
+
+
+def _git_commit_of(config: pytest.Config) -> str | None:
     from .fingerprint import git_commit
 
-    return git_commit(item.config.rootpath)
+    return git_commit(config.rootpath)
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
@@ -532,20 +546,29 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     session = config.stash.get(_SESSION, None)
     if session is None or not session.verdicts:
         return
-    from .report import detail_lines, results_json, summary_lines, write_json_atomic
+    from .reports import RunReport
+    from .reports.outputs import OutputPaths, write_outputs
+    from .reports.terminal import detail_lines, summary_lines
 
+    measured = session._fingerprint is not None
+    report = RunReport.from_verdicts(
+        session.verdicts,
+        fingerprint=session.fingerprint.to_json() if measured else None,
+        hardware_key=session.store.hardware_key if measured else None,
+        git_commit=_git_commit_of(config) if measured else None,
+    )
     tr = terminalreporter
     tr.write_sep("=", "llmperf summary")
     where = f"device: {session.device}"
-    if session._fingerprint is not None:
+    if measured:
         where += f", baselines: {session.store.directory}"
     tr.write_line(where)
-    for line in summary_lines(session.verdicts):
+    for line in summary_lines(report):
         tr.write_line(line)
-    for line in detail_lines(session.verdicts):
+    for line in detail_lines(report):
         tr.write_line(line)
-    path = config.option.llmperf_json
-    if path:
-        fp = session._fingerprint.to_json() if session._fingerprint is not None else None
-        write_json_atomic(os.fspath(path), results_json(session.verdicts, fp))
-        tr.write_line(f"results written to {path}")
+    opt = config.option
+    paths = OutputPaths(json=opt.llmperf_json, markdown=opt.llmperf_markdown,
+                        plots=opt.llmperf_plots, history=opt.llmperf_history)
+    for line in write_outputs(report, paths):
+        tr.write_line(line)

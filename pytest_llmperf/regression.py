@@ -176,8 +176,9 @@ class Comparison:
 
     def table(self) -> str:
         """Aligned plain-text table for the terminal and PR comments."""
+        from .reports.table import text_table
+
         header = ("metric", "baseline", "now", "change", "threshold", "verdict")
-        right = (False, True, True, True, True, False)
         body = [
             (
                 r.metric,
@@ -189,17 +190,7 @@ class Comparison:
             )
             for r in self.rows
         ]
-        widths = [max(len(row[i]) for row in (header, *body)) for i in range(len(header))]
-
-        def line(cells: Sequence[str]) -> str:
-            parts = [
-                c.rjust(w) if r else c.ljust(w)
-                for c, w, r in zip(cells, widths, right, strict=True)
-            ]
-            return "  ".join(parts).rstrip()
-
-        rule = "  ".join("-" * w for w in widths)
-        return "\n".join([line(header), rule, *(line(row) for row in body)])
+        return "\n".join(text_table(header, body, (False, True, True, True, True, False)))
 
 
 def compare_to_baseline(
