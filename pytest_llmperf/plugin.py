@@ -54,6 +54,7 @@ class Plan:
 _PLAN = pytest.StashKey[Plan]()
 _SKIP = pytest.StashKey[str]()
 _RESULTS = pytest.StashKey[list]()
+_BENCHMARK = pytest.StashKey[Any]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -377,6 +378,9 @@ def llmperf(request: pytest.FixtureRequest) -> LLMPerfFixture:
     plan = request.node.stash.get(_PLAN, None)
     if plan is None:
         pytest.fail("the llmperf fixture needs a @pytest.mark.perf(model=...) marker", pytrace=False)
+    if request.config.pluginmanager.hasplugin("benchmark"):
+        # pytest-benchmark's view of the trials (--benchmark-json etc.), filled in _record.
+        request.node.stash[_BENCHMARK] = request.getfixturevalue("benchmark")
     return LLMPerfFixture(request.node, plan, request.config.stash[_SESSION])
 
 
@@ -488,6 +492,11 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
     item.config.hook.pytest_llmperf_result(
         config=item.config, item=item, result=result, comparison=verdict.comparison
     )
+    from .reports.benchmark_json import record_trials
+    from .reports.model import classify
+
+    if verdict.result is not None:
+        record_trials(item.stash.get(_BENCHMARK, None), verdict.result, classify(verdict))
     return verdict
 
 

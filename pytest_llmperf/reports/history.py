@@ -55,6 +55,10 @@ CREATE INDEX IF NOT EXISTS measurements_by_test ON measurements (test_id, metric
 """
 
 
+# Commits on each side of a change point: one odd commit is noise, two agreeing are a level.
+MIN_SEGMENT = 2
+
+
 class HistoryError(ValueError):
     """The history file is not one this version can use; the message says which and why."""
 
@@ -204,7 +208,7 @@ def by_commit(points: Sequence[Point]) -> list[CommitPoint]:
 
 
 def change_points(values: Sequence[float], *, min_change: float = 0.0,
-                  min_size: int = 2) -> list[ChangePoint]:
+                  min_size: int = MIN_SEGMENT) -> list[ChangePoint]:
     """Level shifts in ``values`` (PELT, l2 cost); only shifts beyond ``min_change``.
 
     Values are divided by their median first, so the penalty and ``min_change`` are
@@ -242,3 +246,57 @@ def metric_change_points(metric: str, commits: Sequence[CommitPoint]) -> list[Ch
     spec = METRICS.get(metric)
     floor = spec.noise_floor if spec is not None else 0.0
     return change_points([c.value for c in commits], min_change=floor)
+
+
+def trend_lines(store: HistoryStore, metrics: Sequence[str], *, hardware_key: str | None = None,
+                test_filter: str | None = None) -> list[str]:
+    """The history as text: per hardware and test, one row per commit and the change points."""
+    from ..regression import _fmt_pct, _fmt_value
+    from .table import text_table
+
+    runs = store.runs()
+    lines = [f"{store.path}: {len(runs)} run(s), "
+             f"{len({r.git_commit for r in runs})} commit(s), "
+             f"{len({r.hardware_key for r in runs})} hardware key(s)"]
+    for key, test_id in store.tests(hardware_key):
+        if test_filter and test_filter not in test_id:
+            continue
+        present = [m for m in metrics if m in store.metrics(key, test_id)]
+        series = {m: by_commit(store.series(key, test_id, m)) for m in present}
+        if not series:
+            continue
+        commits = [c.commit for c in next(iter(series.values()))]
+        header = ["commit", "runs", *present]
+        rows = []
+        for i, commit in enumerate(commits):
+            cells = [commit[:12], ""]
+            for m in present:
+                points = {c.commit: c for c in series[m]}
+                c = points.get(commit)
+                if c is None:
+                    cells.append("-")
+                    continue
+                cells[1] = str(len(c.runs))
+                text = _fmt_value(c.value, METRICS[m].unit if m in METRICS else "")
+                if i:
+                    prev = points.get(commits[i - 1])
+                    if prev is not None:
+                        text += f" ({_fmt_pct(c.value / prev.value - 1.0)})"
+                cells.append(text)
+            rows.append(cells)
+        lines.append("")
+        lines.append(f"{test_id} on {key}")
+        lines.extend("  " + ln for ln in text_table(header, rows, [False] + [True] * (len(header) - 1)))
+        found = False
+        for m, commit_points in series.items():
+            for cp in metric_change_points(m, commit_points):
+                found = True
+                at = commit_points[cp.index].commit[:12]
+                after = commit_points[cp.index - 1].commit[:12]
+                lines.append(f"  change point: {m} {_fmt_pct(cp.change)} at {at} (after {after}; "
+                             f"mean {cp.before:.4g} before, {cp.after:.4g} from there on)")
+        if len(commits) < 2 * MIN_SEGMENT:
+            lines.append(f"  {len(commits)} commit(s): change points need {2 * MIN_SEGMENT}")
+        elif not found:
+            lines.append("  no change point beyond the metrics' noise floors")
+    return lines
