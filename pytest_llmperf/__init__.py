@@ -21,6 +21,7 @@ _PLUGIN_ATTRS = (
     "pytest_unconfigure",
     "pytest_pycollect_makeitem",
     "pytest_collection_modifyitems",
+    "pytest_collection_finish",
     "pytest_runtest_setup",
     "pytest_runtest_call",
     "pytest_runtest_teardown",

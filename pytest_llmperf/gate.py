@@ -53,6 +53,7 @@ class Verdict:
     test_id: str
     result: PerfResult | None
     limit_failures: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # e.g. an unusable baseline file
     limits_applied: bool = True
     baseline_status: str = "none"  # compared | missing | stale | updated | error | none
     comparison: Comparison | None = None
@@ -66,10 +67,11 @@ class Verdict:
 
     @property
     def passed(self) -> bool:
-        return not self.failed_test and not self.limit_failures and not self.regressed
+        return (not self.failed_test and not self.errors and not self.limit_failures
+                and not self.regressed)
 
     def failure_text(self) -> str:
-        parts = []
+        parts = list(self.errors)
         if self.limit_failures:
             parts.append("performance limits missed:\n  " + "\n  ".join(self.limit_failures))
         if self.regressed and self.comparison is not None:

@@ -9,6 +9,7 @@ Heavy imports (vLLM, torch, NVML) happen when a test needs an engine, so
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import warnings
 from collections.abc import Generator
 from dataclasses import dataclass, replace
@@ -26,9 +27,13 @@ from .config import (
     parse_perf_kwargs,
 )
 from .config import suggest as _suggest
-from .metrics import METRICS
-
-DEFAULT_CPU_MEMORY_FRACTION = 0.25
+from .options import (
+    DEFAULT_CPU_MEMORY_FRACTION,
+    PATH_OPTIONS,
+    OptionError,
+    RunOptions,
+    split_value_options,
+)
 
 
 def perf(**kwargs: Any) -> pytest.MarkDecorator:
@@ -53,6 +58,7 @@ class Plan:
 
 _PLAN = pytest.StashKey[Plan]()
 _SKIP = pytest.StashKey[str]()
+_UNUSABLE = pytest.StashKey[str]()  # why the test's baseline file cannot be used
 _RESULTS = pytest.StashKey[list]()
 _BENCHMARK = pytest.StashKey[Any]()
 
@@ -71,14 +77,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--llmperf-update-baselines", action="store_true", default=False,
                     help="(re)write baseline entries for the tests that ran (default: off; "
                          "nothing under the baselines directory is written without it)")
-    group.addoption("--llmperf-baseline-starts", metavar="N", type=int, default=1,
+    group.addoption("--llmperf-baseline-starts", metavar="N", type=int, default=None,
                     help="with --llmperf-update-baselines, measure each test in N engine "
                          "starts and pool them, so the baseline averages out start-to-start "
                          "drift (default: 1; 3 is worth it on GPUs)")
     group.addoption("--llmperf-strict", action="store_true", default=False,
                     help="fail tests whose baseline is missing or stale (default: warn)")
     group.addoption("--llmperf-baselines", metavar="DIR", default=None,
-                    help="baseline directory (default: ini llmperf_baselines, else "
+                    help="baseline directory; relative paths are resolved against the rootdir "
+                         "and must stay inside it (default: ini llmperf_baselines, else "
                          "<rootdir>/baselines)")
     group.addoption("--llmperf-tolerance", metavar="[METRIC=]FRACTION", action="append",
                     default=[], help="regression tolerance for all metrics or one, e.g. 0.05 "
@@ -98,45 +105,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     default=DEFAULT_CPU_MEMORY_FRACTION,
                     help="share of RAM for the KV cache on vLLM's CPU build (default: 0.25)")
     group.addoption("--llmperf-log-dir", metavar="DIR", default=None,
-                    help="where engine logs go (default: a folder under pytest's basetemp)")
+                    help="where engine logs go, relative to the rootdir (default: a folder "
+                         "under pytest's basetemp)")
     group.addoption("--llmperf-json", metavar="PATH", default=None,
                     help="write every result, baseline and verdict to this JSON file, "
-                         "schema-validated (default: none)")
+                         "schema-validated; relative to the rootdir (default: none)")
     group.addoption("--llmperf-markdown", metavar="PATH", default=None,
-                    help="write a pull-request-ready Markdown report; also appended to "
-                         "$GITHUB_STEP_SUMMARY when set (default: none)")
+                    help="write a pull-request-ready Markdown report, relative to the rootdir; "
+                         "also appended to $GITHUB_STEP_SUMMARY when set (default: none)")
     group.addoption("--llmperf-plots", metavar="DIR", default=None,
                     help="write PNG charts (throughput curves, latency CDFs, baseline vs now, "
-                         "history) to this directory (default: none)")
+                         "history) to this directory, relative to the rootdir (default: none)")
     group.addoption("--llmperf-history", metavar="PATH", default=None,
-                    help="append this run's results to a SQLite history file; read it with "
-                         "`python -m pytest_llmperf history` (default: none)")
+                    help="append this run's results to a SQLite history file, relative to the "
+                         "rootdir; read it with `python -m pytest_llmperf history` (default: none)")
     parser.addini("llmperf_baselines", "baseline directory, relative to rootdir (default: baselines)",
                   default="baselines")
-
-
-def _parse_tolerances(values: list[str]) -> tuple[float | None, dict[str, float]]:
-    overall: float | None = None
-    per_metric: dict[str, float] = {}
-    for raw in values:
-        name, _, number = raw.rpartition("=")
-        try:
-            tol = float(number)
-        except ValueError:
-            raise pytest.UsageError(
-                f"--llmperf-tolerance={raw!r}: expected a fraction like 0.05 or METRIC=0.05"
-            ) from None
-        if not 0 < tol < 1:
-            raise pytest.UsageError(f"--llmperf-tolerance={raw!r}: the fraction must be in (0, 1)")
-        if not name:
-            overall = tol
-        elif name not in METRICS:
-            raise pytest.UsageError(
-                f"--llmperf-tolerance={raw!r}: unknown metric {name!r}{_suggest(name, set(METRICS))}"
-            )
-        else:
-            per_metric[name] = tol
-    return overall, per_metric
 
 
 def _cpu_build_reason() -> str | None:
@@ -157,28 +141,15 @@ class LLMPerfSession:
     """Run-wide state: the one live engine, the baseline store, the verdicts."""
 
     def __init__(self, config: pytest.Config) -> None:
-        opt = config.option
         self.config = config
-        self.device = "gpu" if opt.gpu else "cpu"
-        self.update = bool(opt.llmperf_update_baselines)
-        self.strict = bool(opt.llmperf_strict)
-        self.option_tolerance, self.option_tolerances = _parse_tolerances(opt.llmperf_tolerance)
-        if opt.llmperf_trials is not None and opt.llmperf_trials < 1:
-            raise pytest.UsageError(f"--llmperf-trials={opt.llmperf_trials}: must be at least 1")
-        if opt.llmperf_baseline_starts < 1:
-            raise pytest.UsageError("--llmperf-baseline-starts must be at least 1")
-        self.baseline_starts = int(opt.llmperf_baseline_starts)
-        if opt.llmperf_slowdown is not None and not 0 <= opt.llmperf_slowdown < 0.9:
-            raise pytest.UsageError("--llmperf-slowdown must be a fraction in [0, 0.9)")
-        if opt.llmperf_min_duration is not None and opt.llmperf_min_duration < 0:
-            raise pytest.UsageError("--llmperf-min-duration must be 0 or more")
-        for name in ("llmperf_start_timeout", "llmperf_run_timeout"):
-            if getattr(opt, name) <= 0:
-                raise pytest.UsageError(f"--{name.replace('_', '-')} must be positive")
-        if not 0 < opt.llmperf_cpu_memory <= 0.9:
-            raise pytest.UsageError("--llmperf-cpu-memory must be a fraction in (0, 0.9]")
-        root = opt.llmperf_baselines or config.getini("llmperf_baselines")
-        self.baseline_root = Path(config.rootpath, root)
+        self.options = _run_options(config)
+        self.device = self.options.device
+        self.update = self.options.update_baselines
+        self.strict = self.options.strict
+        self.option_tolerance = self.options.tolerance
+        self.option_tolerances = dict(self.options.tolerances)
+        self.baseline_starts = self.options.baseline_starts
+        self.baseline_root = self.options.baselines_dir
         self.verdicts: list[Any] = []
         self._engines: Any = None
         self._store: Any = None
@@ -190,13 +161,13 @@ class LLMPerfSession:
         if self._engines is None:
             from .engine import EngineManager
 
-            opt = self.config.option
-            log_dir = opt.llmperf_log_dir
+            opts = self.options
+            log_dir = str(opts.log_dir) if opts.log_dir is not None else None
             if log_dir is None:
                 log_dir = str(self.config._tmp_path_factory.getbasetemp() / "llmperf-logs")  # type: ignore[attr-defined]
             self._engines = EngineManager(
                 device=self.device, log_dir=log_dir,
-                start_timeout_s=opt.llmperf_start_timeout, run_timeout_s=opt.llmperf_run_timeout,
+                start_timeout_s=opts.start_timeout_s, run_timeout_s=opts.run_timeout_s,
             )
         return self._engines
 
@@ -221,7 +192,7 @@ class LLMPerfSession:
     # -- planning ---------------------------------------------------------------------
     def plan(self, spec: PerfSpec) -> tuple[Plan | None, str | None]:
         """(plan, None) when the test runs here, (None, skip reason) when it cannot."""
-        opt = self.config.option
+        opts = self.options
         if self.device == "gpu":
             if spec.device == "cpu":
                 return None, "perf test pinned to device='cpu'; run without --gpu"
@@ -229,14 +200,14 @@ class LLMPerfSession:
         else:
             if spec.device == "gpu":
                 return None, "GPU-only perf test (device='gpu'): run with --gpu"
-            engine, workload = spec.on_cpu(opt.llmperf_cpu_memory)
+            engine, workload = spec.on_cpu(opts.cpu_memory)
             stand_in = spec.substituted_on_cpu()
-        if opt.llmperf_trials is not None:
-            workload = replace(workload, trials=opt.llmperf_trials)
-        if opt.llmperf_min_duration is not None:
-            workload = replace(workload, min_duration_s=opt.llmperf_min_duration)
-        if opt.llmperf_slowdown is not None:
-            workload = replace(workload, slowdown=opt.llmperf_slowdown)
+        if opts.trials is not None:
+            workload = replace(workload, trials=opts.trials)
+        if opts.min_duration_s is not None:
+            workload = replace(workload, min_duration_s=opts.min_duration_s)
+        if opts.slowdown is not None:
+            workload = replace(workload, slowdown=opts.slowdown)
         return Plan(spec, self.device, engine, workload, stand_in), None
 
     def tolerances(self, spec: PerfSpec) -> dict[str, float]:
@@ -249,6 +220,61 @@ class LLMPerfSession:
 
 
 _SESSION = pytest.StashKey[LLMPerfSession]()
+
+
+def _run_options(config: pytest.Config) -> RunOptions:
+    """Every run option checked before anything starts; a bad one is a usage error."""
+    _check_split_path_options(config)
+    try:
+        return RunOptions.from_mapping(
+            vars(config.option),
+            rootdir=config.rootpath,
+            baselines_ini=config.getini("llmperf_baselines"),
+        )
+    except OptionError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def _check_split_path_options(config: pytest.Config) -> None:
+    """Refuse ``--llmperf-baselines /dir`` (two arguments) where it moved the rootdir.
+
+    pytest chooses the rootdir before plugins add their options, so the value of a
+    two-argument path option counts as a test path there when it exists. With no ini
+    file above the tests this moves the rootdir, and with it every test id and baseline
+    key: the same command then finds "no baseline" once the directory exists. The
+    rootdir is recomputed without those values; where it differs, say so.
+    """
+    if hasattr(config, "workerinput"):  # xdist worker: the controller checked
+        return
+    split = split_value_options(list(config.invocation_params.args), PATH_OPTIONS)
+    invocation = config.invocation_params.dir
+    split = [(o, v) for o, v in split if (invocation / os.path.expanduser(v)).exists()]
+    if not split:
+        return
+    try:
+        from _pytest.config.findpaths import determine_setup
+
+        positional = [str(a) for a in (getattr(config.option, "file_or_dir", None) or [])]
+
+        def rootdir_for(args: list[str]) -> Path:
+            rootpath: Path = determine_setup(
+                inifile=config.option.inifilename, override_ini=config.option.override_ini,
+                args=args, rootdir_cmd_arg=config.option.rootdir or None,
+                invocation_dir=invocation,
+            )[0]
+            return rootpath
+
+        moved = rootdir_for(positional + [v for _, v in split])
+        intended = rootdir_for(positional)
+    except Exception:  # pytest's private helper changed: nothing to say, nothing wrong
+        return
+    if moved == config.rootpath and intended != moved:
+        option, value = split[0]
+        raise pytest.UsageError(
+            f"{option} {value}: given as two arguments, pytest took {value!r} for a test path "
+            f"while choosing the rootdir ({moved} instead of {intended}), which changes every "
+            f"test id and baseline key; write it as one argument: {option}={value}"
+        )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -284,16 +310,9 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
     for item in items:
         if not isinstance(item, pytest.Function):
             continue
-        marks = list(item.iter_markers("perf"))
-        if not marks:
+        kwargs = _perf_kwargs(item, collector)
+        if kwargs is None:
             continue
-        kwargs: dict[str, Any] = {}
-        for mark in reversed(marks):  # closest marker wins over class/module ones
-            if mark.args:
-                raise collector.CollectError(
-                    f"{item.nodeid}: perf marker takes keywords only, got positional {mark.args!r}"
-                )
-            kwargs.update(mark.kwargs)
         try:
             spec = parse_perf_kwargs(kwargs)
             resolve_model(spec.engine.model)
@@ -305,10 +324,58 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
                 resolve_model(plan.engine.model)
             except UnknownModelError as exc:
                 raise collector.CollectError(f"{item.nodeid}: invalid perf marker: cpu: {exc}") from None
+            if session.update and plan.workload.slowdown:
+                raise collector.CollectError(
+                    f"{item.nodeid}: perf marker slowdown={plan.workload.slowdown:g} with "
+                    "--llmperf-update-baselines would record a slowed baseline; record "
+                    "without slowdown (or deselect this test while recording)"
+                )
             item.stash[_PLAN] = plan
         else:
             item.stash[_SKIP] = skip or "not runnable here"
     return result
+
+
+def _perf_kwargs(item: pytest.Function, collector: pytest.Collector) -> dict[str, Any] | None:
+    """The test's perf keywords, layered: module, class, function, ``pytest.param``.
+
+    Each level may carry one ``perf`` marker; a closer level overrides a farther one
+    key by key (a ``cpu={...}`` dict is replaced whole, not merged). Two markers on
+    one level would be merged in an order nobody chose: a collection error.
+    """
+    callspec = getattr(item, "callspec", None)
+    param_marks = [m for m in (callspec.marks if callspec is not None else []) if m.name == "perf"]
+    levels: list[tuple[str, list[pytest.Mark]]] = []  # innermost first
+    if param_marks:
+        levels.append(("pytest.param(marks=...)", param_marks))
+    for node, mark in item.iter_markers_with_node("perf"):
+        if any(mark is m for m in param_marks):
+            continue
+        if node is item:
+            where = f"function {item.originalname}"
+        elif isinstance(node, pytest.Class):
+            where = f"class {node.name}"
+        else:
+            where = f"{type(node).__name__.lower()} {node.name}"
+        if levels and levels[-1][0] == where:
+            levels[-1][1].append(mark)
+        else:
+            levels.append((where, [mark]))
+    if not levels:
+        return None
+    kwargs: dict[str, Any] = {}
+    for where, marks in reversed(levels):
+        if len(marks) > 1:
+            raise collector.CollectError(
+                f"{item.nodeid}: {len(marks)} perf markers on {where}; one per level "
+                "(module, class, function, pytest.param): merge them into one @perf(...)"
+            )
+        if marks[0].args:
+            raise collector.CollectError(
+                f"{item.nodeid}: perf marker takes keywords only, got positional {marks[0].args!r}"
+            )
+        kwargs.update(marks[0].kwargs)
+    return kwargs
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -324,6 +391,46 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items[:] = [items[i] for i in ranked]
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Read every baseline file the selected perf tests use, before any engine starts.
+
+    A file that cannot be used fails its tests at setup (their engine never starts)
+    with the file, the JSON path and the reason; the file is never rewritten.
+    """
+    llm = session.config.stash.get(_SESSION, None)
+    planned = [i for i in session.items if i.stash.get(_PLAN, None) is not None]
+    if llm is None or not planned:
+        return
+    for item, problem in _unusable_baselines(llm, planned).items():
+        item.stash[_UNUSABLE] = problem
+
+
+def _unusable_baselines(session: LLMPerfSession, items: list[pytest.Item]) -> dict[pytest.Item, str]:
+    """{item: why its baseline file cannot be used} for the items given."""
+    from .baselines import BaselineError
+
+    try:
+        store = session.store
+    except Exception:  # noqa: BLE001 - no fingerprint here: the first test reports why
+        return {}
+    by_suite: dict[str, str | None] = {}
+    out: dict[pytest.Item, str] = {}
+    for item in items:
+        suite = _test_key(item)[0]
+        if suite not in by_suite:
+            try:
+                store.load(suite)
+                by_suite[suite] = None
+            except BaselineError as exc:
+                by_suite[suite] = f"baseline file unusable: {exc}"
+            except ValueError as exc:  # a test file outside the rootdir has no baseline place
+                by_suite[suite] = f"no baseline file for this test: {exc}"
+        problem = by_suite[suite]
+        if problem is not None:
+            out[item] = problem
+    return out
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     reason = item.stash.get(_SKIP, None)
     if reason is not None:
@@ -332,6 +439,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         why = _cpu_build_reason()
         if why is not None:
             pytest.skip(why)
+    unusable = item.stash.get(_UNUSABLE, None)
+    if unusable is not None:
+        pytest.fail(f"{item.nodeid}: {unusable}", pytrace=False)
 
 
 class LLMPerfFixture:
@@ -425,7 +535,13 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     verdict = _record(item, session, plan, failed_test=False)
     if verdict is not None and not verdict.passed:
         pytest.fail(f"{item.nodeid}\n{verdict.failure_text()}", pytrace=False)
+    if verdict is None and session.strict:
+        pytest.fail(f"{item.nodeid}: {_NEVER_RAN} [--llmperf-strict]", pytrace=False)
     return outcome
+
+
+_NEVER_RAN = "perf test never called llmperf.run(): nothing measured"
+
 
 
 def _test_key(item: pytest.Item) -> tuple[str, str]:
@@ -440,8 +556,8 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
 
     results = item.stash.get(_RESULTS, [])
     if not results:
-        if not failed_test:
-            item.warn(LLMPerfWarning("perf test never called llmperf.run(): nothing measured"))
+        if not failed_test and not session.strict:
+            item.warn(LLMPerfWarning(f"{_NEVER_RAN} (a failure with --llmperf-strict)"))
         return None
     result = results[-1]
     verdict = Verdict(test_id=item.nodeid, result=result, failed_test=failed_test)
@@ -486,9 +602,9 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
                     verdict.limit_failures.append(text + " [--llmperf-strict]")
                 else:
                     item.warn(LLMPerfWarning(text))
-    except BaselineError as exc:
+    except BaselineError as exc:  # changed since collection checked it
         verdict.baseline_status = "error"
-        verdict.limit_failures.append(f"baseline file unusable: {exc}")
+        verdict.errors.append(f"baseline file unusable: {exc}")
     item.config.hook.pytest_llmperf_result(
         config=item.config, item=item, result=result, comparison=verdict.comparison
     )
@@ -576,8 +692,17 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(line)
     for line in detail_lines(report):
         tr.write_line(line)
-    opt = config.option
-    paths = OutputPaths(json=opt.llmperf_json, markdown=opt.llmperf_markdown,
-                        plots=opt.llmperf_plots, history=opt.llmperf_history)
-    for line in write_outputs(report, paths):
+    opts = session.options
+
+    def text(path: Path | None) -> str | None:
+        return None if path is None else os.fspath(path)
+
+    paths = OutputPaths(json=text(opts.json_path), markdown=text(opts.markdown_path),
+                        plots=text(opts.plots_dir), history=text(opts.history_path))
+    try:
+        lines = write_outputs(report, paths)
+    except OSError as exc:  # the places were checked at start; one changed during the run
+        tr.write_line(f"llmperf reports NOT all written: {exc}", red=True)
+        return
+    for line in lines:
         tr.write_line(line)
