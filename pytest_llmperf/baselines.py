@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import MISSING, dataclass, fields
 from datetime import datetime, timezone
@@ -293,6 +294,8 @@ def _find_non_json(value: Any, path: list[str | int]) -> tuple[list[str | int], 
     """First duplicate key or NaN/Infinity in a parsed or about-to-be-written document."""
     if isinstance(value, float) and not math.isfinite(value):
         return path, f"{value} is not a valid JSON number (numbers must be finite)"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_FLOAT_INT:
+        return path, f"{str(value)[:12]}... ({len(str(abs(value)))} digits) is too large a number"
     if isinstance(value, dict):
         if isinstance(value, _DuplicateKeys):
             return path, f"duplicate key {value.duplicates[0]!r} (e.g. a bad merge)"
@@ -306,6 +309,23 @@ def _find_non_json(value: Any, path: list[str | int]) -> tuple[list[str | int], 
             if found:
                 return found
     return None
+
+
+_MAX_FLOAT_INT = int(sys.float_info.max)
+
+
+def _check_metric_values(file: Path, doc: dict[str, Any]) -> None:
+    """What the schema cannot say: a metric's median lies within its own values."""
+    for test_id, entry in doc["entries"].items():
+        for name, record in entry["metrics"].items():
+            values = record["values"]
+            if not min(values) <= record["median"] <= max(values):
+                raise BaselineError(
+                    file,
+                    format_json_path(["entries", test_id, "metrics", name, "median"]),
+                    f"{record['median']} lies outside its values "
+                    f"[{min(values)}, {max(values)}] (hand-edited? re-record it)",
+                )
 
 
 def _check_document(file: Path, doc: Any, hardware_key: str) -> None:
@@ -347,6 +367,7 @@ def _check_document(file: Path, doc: Any, hardware_key: str) -> None:
         if len(errors) > 1:
             reason += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
         raise BaselineError(file, format_json_path(parts), reason)
+    _check_metric_values(file, doc)
     if doc["hardware_key"] != hardware_key:
         raise BaselineError(
             file,
@@ -363,7 +384,14 @@ def _parse(file: Path, text: str, hardware_key: str) -> dict[str, Any]:
         raise BaselineError(
             file, None, f"invalid JSON: {exc.msg}", line=exc.lineno, column=exc.colno
         ) from None
-    _check_document(file, doc, hardware_key)
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise BaselineError(file, "$", f"invalid JSON: {exc}") from None
+    except RecursionError:
+        raise BaselineError(file, "$", "invalid JSON: nested too deeply") from None
+    try:
+        _check_document(file, doc, hardware_key)
+    except RecursionError:  # parsed, but deeper than the checks can walk
+        raise BaselineError(file, "$", "nested too deeply to be a baseline file") from None
     result: dict[str, Any] = doc
     return result
 
