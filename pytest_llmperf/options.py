@@ -149,7 +149,7 @@ def _check_writable_dir(option: str, shown: str, directory: Path) -> None:
         with tempfile.TemporaryFile(dir=anchor):
             pass
     except OSError as exc:
-        raise OptionError(option, f"={shown}: cannot write in {anchor}: {exc.strerror or exc}") from None
+        raise OptionError(option, f"={shown}: {anchor} is not writable ({exc.strerror or exc})") from None
 
 
 def check_output_file(option: str, shown: str, path: Path) -> None:

@@ -146,9 +146,9 @@ def test_path_below_a_file_cannot_be_created(tmp_path: Path) -> None:
 
 def test_unwritable_place_is_refused(tmp_path: Path) -> None:
     # /proc refuses new files even to root, where permission bits do not.
-    with pytest.raises(OptionError, match=r"^--llmperf-log-dir=/proc/llmperf-logs: cannot write in /proc"):
+    with pytest.raises(OptionError, match=r"^--llmperf-log-dir=/proc/llmperf-logs: /proc is not writable"):
         build(tmp_path, llmperf_log_dir="/proc/llmperf-logs")
-    with pytest.raises(OptionError, match=r"^--llmperf-json=/proc/r.json: cannot write in /proc"):
+    with pytest.raises(OptionError, match=r"^--llmperf-json=/proc/r.json: /proc is not writable"):
         build(tmp_path, llmperf_json="/proc/r.json")
 
 
@@ -156,13 +156,13 @@ def test_unwritable_place_is_refused(tmp_path: Path) -> None:
 def test_read_only_directory_is_refused(tmp_path: Path) -> None:
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o500)
-    with pytest.raises(OptionError, match="cannot write in"):
+    with pytest.raises(OptionError, match="is not writable"):
         build(tmp_path, llmperf_json="ro/r.json")
 
 
 def test_baselines_dir_must_be_writable_only_when_recording(tmp_path: Path) -> None:
     assert build(tmp_path, llmperf_baselines="/proc/baselines").baselines_dir == Path("/proc/baselines")
-    with pytest.raises(OptionError, match=r"^--llmperf-baselines=/proc/baselines: cannot write in /proc"):
+    with pytest.raises(OptionError, match=r"^--llmperf-baselines=/proc/baselines: /proc is not writable"):
         build(tmp_path, llmperf_baselines="/proc/baselines", llmperf_update_baselines=True)
     (tmp_path / "bfile").write_text("")
     with pytest.raises(OptionError, match="is a file, not a directory"):
