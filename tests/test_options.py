@@ -184,3 +184,12 @@ def test_split_value_options() -> None:
     args = ["-p", "pytest_llmperf", "--llmperf-baselines", "/b", "--llmperf-json=r.json",
             "--llmperf-trials", "3", "--llmperf-strict", "tests"]
     assert split_value_options(args) == [("--llmperf-baselines", "/b"), ("--llmperf-trials", "3")]
+
+
+def test_json_report_may_not_land_among_baseline_files(tmp_path: Path) -> None:
+    with pytest.raises(OptionError) as info:
+        build(tmp_path, llmperf_json="baselines/cpu-x-2c/test_suite.json")
+    assert (info.value.option, info.value.other) == ("--llmperf-json", "ini llmperf_baselines")
+    assert "lies inside the baselines directory" in str(info.value)
+    # Beside the hardware directories nothing can be mistaken for a baseline file.
+    assert build(tmp_path, llmperf_json="baselines/report.json").json_path == tmp_path / "baselines" / "report.json"
