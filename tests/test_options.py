@@ -177,7 +177,7 @@ def test_path_checks_leave_nothing_behind(tmp_path: Path) -> None:
 def test_json_and_log_dir_may_not_be_one_path(tmp_path: Path) -> None:
     with pytest.raises(OptionError) as info:
         build(tmp_path, llmperf_json="x", llmperf_log_dir="x")
-    assert (info.value.option, info.value.other) == ("--llmperf-json", "--llmperf-log-dir")
+    assert (info.value.option, info.value.other) == ("--llmperf-log-dir", "--llmperf-json")
 
 
 def test_split_value_options() -> None:
