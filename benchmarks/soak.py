@@ -3,6 +3,8 @@
     python benchmarks/soak.py --cycles 50 --device cpu --json soak-cpu.json
     python benchmarks/soak.py --cycles 10 --device gpu --model llama-3.1-8b --json soak-gpu.json
 
+The JSON file is rewritten after every cycle, so a soak cut short keeps its figures.
+
 Each cycle starts an engine through the plugin's own ``EngineManager`` (the path a
 pytest session takes), runs one short workload, and closes it (on a GPU that includes
 the check that the engine's memory came back). After every close it records what the
@@ -136,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--input-len", type=int, default=32)
     ap.add_argument("--output-len", type=int, default=16)
+    ap.add_argument("--eager", action=argparse.BooleanOptionalAction, default=None,
+                    help="enforce_eager (default: on for cpu, off for gpu; --eager on a GPU "
+                         "skips CUDA-graph capture, for shorter cycles)")
     ap.add_argument("--rss-tolerance", type=float, default=0.05)
     ap.add_argument("--device-tolerance-gib", type=float, default=0.5)
     ap.add_argument("--log-dir", default=None, help="engine logs (default: a temp folder)")
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         model=model,
         max_model_len=args.max_model_len or (1024 if gpu else 256),
         max_num_seqs=args.batch,
-        enforce_eager=not gpu,
+        enforce_eager=(not gpu) if args.eager is None else args.eager,
         gpu_memory_utilization=0.9 if gpu else 0.2,
     )
     workload = Workload(batch=args.batch, input_len=args.input_len, output_len=args.output_len,
