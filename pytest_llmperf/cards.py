@@ -102,3 +102,30 @@ def predicted_kv_bytes_per_token(
         name = dtype if dtype != "auto" else str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
         nbytes = _DTYPE_BYTES.get(name, 2)
     return 2 * layers * kv_heads * head_dim * nbytes
+
+
+def decode_bytes_per_step(
+    config: dict[str, Any], *, batch: int, context_len: float, dtype: str = "auto"
+) -> float:
+    """Bytes one decode step reads from memory: every weight once, plus each sequence's KV.
+
+    Decode is memory-bound on GPUs, so this is its cost model: the weights of every
+    layer (attention projections, gated MLP, norms) and the LM head are read once per
+    step for the whole batch; the embedding table only for ``batch`` rows (ignored);
+    the KV cache of ``context_len`` tokens once per sequence.
+    """
+    cfg = config.get("text_config", config)
+    hidden = int(cfg["hidden_size"])
+    heads = int(cfg["num_attention_heads"])
+    kv_heads = int(cfg.get("num_key_value_heads") or heads)
+    head_dim = int(cfg.get("head_dim") or hidden // heads)
+    inter = int(cfg["intermediate_size"])
+    layers = int(cfg["num_hidden_layers"])
+    vocab = int(cfg["vocab_size"])
+    name = dtype if dtype != "auto" else str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
+    nbytes = _DTYPE_BYTES.get(name, 2)
+    attn = hidden * (heads + 2 * kv_heads) * head_dim + heads * head_dim * hidden
+    mlp = 3 * hidden * inter
+    weights = (layers * (attn + mlp + 2 * hidden) + hidden + vocab * hidden) * nbytes
+    kv = predicted_kv_bytes_per_token(config, dtype=dtype) or 0
+    return float(weights + batch * context_len * kv)

@@ -39,9 +39,10 @@ from typing import Literal
 from .metrics import METRICS, Direction
 from .stats import bootstrap_ratio_ci, median
 
-Verdict = Literal["ok", "regression", "improvement"]
+Verdict = Literal["ok", "regression", "improvement", "inconclusive"]
 
-_VERDICT_LABEL: dict[str, str] = {"ok": "ok", "regression": "REGRESSION", "improvement": "IMPROVED"}
+_VERDICT_LABEL: dict[str, str] = {"ok": "ok", "regression": "REGRESSION", "improvement": "IMPROVED",
+                                  "inconclusive": "INCONCLUSIVE"}
 
 # Decimal places per unit in the table: enough to see a 0.1% move at typical magnitudes.
 _DECIMALS: dict[str, int] = {"ms": 3, "tok/s": 1, "req/s": 2, "GiB": 2, "tokens": 0, "s": 1}
@@ -120,6 +121,12 @@ class MetricComparison:
     tolerance: float
     noise_floor: float
     verdict: Verdict
+    # Set by the start-level gate (startgate.py): the worsening it would catch with 90%
+    # power here, the engine starts that would bring it within tolerance, and where
+    # its noise estimate came from.
+    mde: float | None = None
+    starts_needed: int | None = None
+    noise_source: str | None = None
 
     @property
     def worsening(self) -> float:
@@ -160,6 +167,11 @@ class Comparison:
     """Every compared metric of one test, in catalogue order."""
 
     rows: tuple[MetricComparison, ...]
+    notes: tuple[str, ...] = ()
+    # "trials" (the per-trial bootstrap against constant noise floors), "stored" (engine
+    # starts against a baseline's per-start medians) or "paired" (A/B starts).
+    mode: str = "trials"
+    starts: tuple[int, int] | None = None  # (baseline or base starts, current or head starts)
 
     @property
     def regressions(self) -> tuple[MetricComparison, ...]:
@@ -170,27 +182,40 @@ class Comparison:
         return tuple(r for r in self.rows if r.verdict == "improvement")
 
     @property
+    def inconclusive(self) -> tuple[MetricComparison, ...]:
+        return tuple(r for r in self.rows if r.verdict == "inconclusive")
+
+    @property
     def passed(self) -> bool:
         """True when no metric regressed; improvements never fail the gate."""
         return not self.regressions
+
+    @property
+    def state(self) -> str:
+        """The test's three-state verdict: "regression", "inconclusive" or "pass"."""
+        if self.regressions:
+            return "regression"
+        return "inconclusive" if self.inconclusive else "pass"
 
     def table(self) -> str:
         """Aligned plain-text table for the terminal and PR comments."""
         from .reports.table import text_table
 
-        header = ("metric", "baseline", "now", "change", "threshold", "verdict")
-        body = [
-            (
-                r.metric,
-                _fmt_value(r.baseline, r.unit),
-                _fmt_value(r.current, r.unit),
-                _fmt_pct(r.change),
-                _fmt_pct(r.threshold),
-                _VERDICT_LABEL[r.verdict],
-            )
-            for r in self.rows
-        ]
-        return "\n".join(text_table(header, body, (False, True, True, True, True, False)))
+        with_mde = any(r.mde is not None for r in self.rows)
+        base_name = "base" if self.mode == "paired" else "baseline"
+        header: tuple[str, ...] = ("metric", base_name, "now", "change", "threshold", "verdict")
+        right: tuple[bool, ...] = (False, True, True, True, True, False)
+        if with_mde:
+            header, right = (*header[:5], "detectable", header[5]), (*right[:5], True, False)
+        body = []
+        for r in self.rows:
+            cells: tuple[str, ...] = (r.metric, _fmt_value(r.baseline, r.unit),
+                                      _fmt_value(r.current, r.unit), _fmt_pct(r.change),
+                                      _fmt_pct(r.threshold))
+            if with_mde:
+                cells = (*cells, "-" if r.mde is None else _fmt_pct(r.mde).lstrip("+"))
+            body.append((*cells, _VERDICT_LABEL[r.verdict]))
+        return "\n".join(text_table(header, body, right))
 
 
 def compare_to_baseline(

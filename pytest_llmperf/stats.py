@@ -1,5 +1,8 @@
 """Robust statistics for a handful of trials: medians, MAD and a bootstrap ratio CI.
 
+The bootstrap is scipy.stats.bootstrap (percentile method, each side resampled on its
+own); numpy gives the medians.
+
 A perf test yields 3-10 trials per metric, and one slow trial (a GC pause, a noisy
 neighbour) is common. Medians and the median absolute deviation ignore that one
 trial where a mean and a standard deviation would not, and a percentile bootstrap
@@ -12,7 +15,8 @@ ratio of a non-positive throughput or latency means the measurement is broken.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -62,16 +66,6 @@ def relative_spread(values: Sequence[float]) -> float:
     return float(np.median(np.abs(arr - med)) / med)
 
 
-def _bootstrap_medians(
-    arr: FloatArray, n_resamples: int, rng: np.random.Generator
-) -> FloatArray | float:
-    """Medians of ``n_resamples`` resamples with replacement; a single value is its own."""
-    if arr.size == 1:
-        return float(arr[0])
-    idx = rng.integers(0, arr.size, size=(n_resamples, arr.size))
-    return np.median(arr[idx], axis=1)
-
-
 def bootstrap_ratio_ci(
     current: Sequence[float],
     baseline: Sequence[float],
@@ -99,10 +93,29 @@ def bootstrap_ratio_ci(
         point = float(cur[0] / base[0])
         return point, point
 
-    rng = np.random.default_rng(seed)
-    ratios = np.asarray(
-        _bootstrap_medians(cur, n_resamples, rng) / _bootstrap_medians(base, n_resamples, rng)
-    )
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(ratios, [alpha, 1.0 - alpha])
+    import warnings
+
+    from scipy import stats as sps  # deferred: only the gate needs it
+
+    def ratio(cur_s: FloatArray, base_s: FloatArray, axis: int = -1) -> FloatArray:
+        return np.asarray(np.median(cur_s, axis=axis) / np.median(base_s, axis=axis))
+
+    # scipy resamples each side on its own (the sides are not paired); a side with one
+    # value has nothing to resample and enters as a constant.
+    statistic: Callable[..., Any]
+    if cur.size == 1:
+        data: tuple[FloatArray, ...] = (base,)
+        statistic = lambda b, axis=-1: cur[0] / np.median(b, axis=axis)  # noqa: E731
+    elif base.size == 1:
+        data = (cur,)
+        statistic = lambda c, axis=-1: np.median(c, axis=axis) / base[0]  # noqa: E731
+    else:
+        data, statistic = (cur, base), ratio
+    with warnings.catch_warnings():
+        # Identical values make a degenerate distribution: the interval is the point.
+        warnings.simplefilter("ignore", sps.DegenerateDataWarning)
+        res = sps.bootstrap(data, statistic, n_resamples=int(n_resamples),
+                            confidence_level=confidence, method="percentile",
+                            vectorized=True, rng=np.random.default_rng(seed))
+    lo, hi = res.confidence_interval
     return float(lo), float(hi)
