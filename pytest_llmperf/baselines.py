@@ -32,9 +32,11 @@ from .fingerprint import Fingerprint
 from .metrics import METRICS
 from .results import PerfResult
 
-SCHEMA_VERSION = 1
-SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1,)
-SCHEMA_RESOURCE = "schema/baseline.v1.json"
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMA_VERSIONS: tuple[int, ...] = (1, 2)
+SCHEMA_RESOURCE = "schema/baseline.v2.json"
+# Version 1 lacks per-start medians; its files are read as they are and rewritten as
+# version 2 by the next --llmperf-update-baselines (see ``migrate``).
 
 # Workload keys that change how long we measure, or inject a test-only slowdown, but
 # not what is measured: a baseline recorded with other values still applies.
@@ -86,28 +88,40 @@ def format_json_path(parts: Sequence[str | int]) -> str:
     return "".join(out)
 
 
-@functools.lru_cache(maxsize=1)
-def _schema_text() -> str:
+@functools.lru_cache(maxsize=4)
+def _schema_text(version: int = SCHEMA_VERSION) -> str:
+    resource = f"schema/baseline.v{version}.json"
     try:
-        return importlib.resources.files("pytest_llmperf").joinpath(SCHEMA_RESOURCE).read_text(
+        return importlib.resources.files("pytest_llmperf").joinpath(resource).read_text(
             encoding="utf-8"
         )
     except (FileNotFoundError, ModuleNotFoundError, TypeError, NotADirectoryError):
         # Fallback for unusual loaders that cannot serve package data.
-        return (Path(__file__).parent / SCHEMA_RESOURCE).read_text(encoding="utf-8")
+        return (Path(__file__).parent / resource).read_text(encoding="utf-8")
 
 
-def load_schema() -> dict[str, Any]:
+def load_schema(version: int = SCHEMA_VERSION) -> dict[str, Any]:
     """The JSON Schema of a baseline file (a fresh copy; callers may mutate it)."""
-    schema: dict[str, Any] = json.loads(_schema_text())
+    schema: dict[str, Any] = json.loads(_schema_text(version))
     return schema
 
 
-@functools.lru_cache(maxsize=1)
-def _validator() -> Any:
+@functools.lru_cache(maxsize=4)
+def _validator(version: int = SCHEMA_VERSION) -> Any:
     import jsonschema  # deferred: only needed once a baseline is read or written
 
-    return jsonschema.Draft202012Validator(load_schema())
+    return jsonschema.Draft202012Validator(load_schema(version))
+
+
+def migrate(doc: dict[str, Any]) -> dict[str, Any]:
+    """A validated document of any supported version as the current version.
+
+    v1 -> v2: per-start medians are new and optional, so entries carry over as they
+    are (their gate falls back to the pooled trials as one start).
+    """
+    if doc.get("schema_version") == 1:
+        doc = {**doc, "schema_version": 2}
+    return doc
 
 
 # --------------------------------------------------------------------------- records
@@ -120,26 +134,47 @@ class MetricRecord:
     values: tuple[float, ...]
     median: float
     mad: float
+    # One median per engine start the values were pooled from (schema v2); None in
+    # version 1 files, where all values count as one start.
+    start_medians: tuple[float, ...] | None = None
 
     @classmethod
-    def from_values(cls, values: Sequence[float]) -> MetricRecord:
-        """Summarise values; they must be positive and finite (gates compare ratios)."""
+    def from_values(cls, values: Sequence[float],
+                    starts: Sequence[Sequence[float]] | None = None) -> MetricRecord:
+        """Summarise values; they must be positive and finite (gates compare ratios).
+
+        ``starts``: the same values grouped by engine start (their concatenation is
+        ``values``); each start's median is kept for the gate's noise estimate.
+        """
         vals = tuple(float(v) for v in values)
         if not vals:
             raise ValueError("a metric needs at least one value")
         if not all(math.isfinite(v) and v > 0 for v in vals):
             raise ValueError(f"metric values must be positive and finite, got {list(vals)}")
-        return cls(values=vals, median=stats.median(vals), mad=stats.mad(vals))
+        medians = None
+        if starts is not None:
+            medians = tuple(stats.median(s) for s in starts if len(s))
+        return cls(values=vals, median=stats.median(vals), mad=stats.mad(vals),
+                   start_medians=medians or None)
+
+    def per_start(self) -> tuple[float, ...]:
+        """Per-start medians; a version 1 record is one start (the median of its values)."""
+        return self.start_medians or (self.median,)
 
     def to_json(self) -> dict[str, Any]:
-        return {"values": list(self.values), "median": self.median, "mad": self.mad}
+        data: dict[str, Any] = {"values": list(self.values), "median": self.median, "mad": self.mad}
+        if self.start_medians:
+            data["start_medians"] = list(self.start_medians)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> MetricRecord:
+        medians = data.get("start_medians")
         return cls(
             values=tuple(float(v) for v in data["values"]),
             median=float(data["median"]),
             mad=float(data["mad"]),
+            start_medians=tuple(float(v) for v in medians) if medians else None,
         )
 
 
@@ -184,14 +219,35 @@ class BaselineEntry:
         git_commit: str | None,
         recorded_at: str | None = None,
     ) -> BaselineEntry:
-        """Record a fresh result. Metrics with zero or non-finite values are left out:
-        a relative gate cannot compare against them."""
+        """Record a fresh result (one engine start); see ``from_starts``."""
+        return cls.from_starts(test_id, [result], fingerprint, git_commit, recorded_at)
+
+    @classmethod
+    def from_starts(
+        cls,
+        test_id: str,
+        starts: Sequence[PerfResult],
+        fingerprint: Fingerprint,
+        git_commit: str | None,
+        recorded_at: str | None = None,
+    ) -> BaselineEntry:
+        """Record the results of one workload in one or more engine starts: their trials
+        pooled, and each start's median kept (the runner's between-start noise).
+        Metrics with zero or non-finite values are left out: a relative gate cannot
+        compare against them. The first start gives the config and versions."""
+        if not starts:
+            raise ValueError("a baseline entry needs at least one measured engine start")
+        result = starts[0]
+        per_start = [r.metric_values() for r in starts]
         metrics: dict[str, MetricRecord] = {}
-        for name, values in result.metric_values().items():
+        for name in result.metric_values():
             if name not in METRICS:
                 continue
+            groups = [v[name] for v in per_start if name in v]
             with contextlib.suppress(ValueError):
-                metrics[name] = MetricRecord.from_values(values)
+                metrics[name] = MetricRecord.from_values(
+                    [x for g in groups for x in g], groups
+                )
         if recorded_at is None:
             recorded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return cls(
@@ -208,6 +264,11 @@ class BaselineEntry:
     def metric_values(self) -> dict[str, list[float]]:
         """Per-trial values by metric name, shaped like ``PerfResult.metric_values()``."""
         return {name: list(rec.values) for name, rec in self.metrics.items()}
+
+    def start_medians(self) -> dict[str, list[float]]:
+        """Per-engine-start medians by metric name (one per start; one in total for a
+        version 1 entry)."""
+        return {name: list(rec.per_start()) for name, rec in self.metrics.items()}
 
     def parsed_fingerprint(self) -> Fingerprint:
         """The stored fingerprint as an object (e.g. for ``software_differences``)."""
@@ -354,7 +415,8 @@ def _check_document(file: Path, doc: Any, hardware_key: str) -> None:
         )
     import jsonschema
 
-    errors = list(_validator().iter_errors(doc))
+    errors = list(_validator(int(version) if version is not MISSING else SCHEMA_VERSION)
+                  .iter_errors(doc))
     if errors:
         error = jsonschema.exceptions.best_match(errors)
         parts = list(error.absolute_path)
@@ -392,7 +454,7 @@ def _parse(file: Path, text: str, hardware_key: str) -> dict[str, Any]:
         _check_document(file, doc, hardware_key)
     except RecursionError:  # parsed, but deeper than the checks can walk
         raise BaselineError(file, "$", "nested too deeply to be a baseline file") from None
-    result: dict[str, Any] = doc
+    result: dict[str, Any] = migrate(doc)
     return result
 
 

@@ -6,14 +6,16 @@ into a pytest failure and a script can print it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from .baselines import BaselineEntry
 from .config import Limits
-from .regression import Comparison, compare_to_baseline
+from .noise import estimate_all
+from .regression import Comparison
 from .results import PerfResult
+from .startgate import compare_to_starts
 
 CPU_UNGATED = frozenset({"kv_cache_tokens", "peak_mem_gib"})
 
@@ -55,15 +57,21 @@ class Verdict:
     limit_failures: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # e.g. an unusable baseline file
     limits_applied: bool = True
-    baseline_status: str = "none"  # compared | missing | stale | updated | error | none
+    # compared | paired | unchanged | missing | stale | updated | error | none
+    baseline_status: str = "none"
     comparison: Comparison | None = None
     baseline: BaselineEntry | None = None  # the stored entry compared with, for reports
     messages: list[str] = field(default_factory=list)
     failed_test: bool = False
+    confirmations: int = 0  # engine starts added because the gate was inconclusive
 
     @property
     def regressed(self) -> bool:
         return self.comparison is not None and not self.comparison.passed
+
+    @property
+    def inconclusive(self) -> bool:
+        return self.comparison is not None and self.comparison.state == "inconclusive"
 
     @property
     def passed(self) -> bool:
@@ -76,40 +84,93 @@ class Verdict:
             parts.append("performance limits missed:\n  " + "\n  ".join(self.limit_failures))
         if self.regressed and self.comparison is not None:
             names = ", ".join(r.metric for r in self.comparison.regressions)
-            parts.append(f"regression against the baseline ({names}):\n{self.comparison.table()}")
+            against = ("the base commit" if self.comparison.mode == "paired"
+                       else "the baseline")
+            parts.append(f"regression against {against} ({names}):\n{self.comparison.table()}")
+            parts.extend(self.comparison.notes)
         parts.extend(self.messages)
         return "\n\n".join(parts)
 
 
-def compare_entry(
-    result: PerfResult,
-    entry: BaselineEntry | None,
-    tolerances: Mapping[str, float],
-    *,
-    compare: Callable[..., Any] | None = None,
-) -> tuple[str, Comparison | None, list[str]]:
-    """(status, comparison, messages) for a result against its stored entry."""
-    if entry is None:
-        return "missing", None, ["no baseline for this test on this hardware"]
-    stale = entry.stale_reasons(result.engine, result.workload)
-    if stale:
-        return "stale", None, [
-            "baseline is stale (measured with another config): " + "; ".join(stale)
-            + " - re-record it with --llmperf-update-baselines"
-        ]
+def _gated_values(result: PerfResult) -> dict[str, list[float]]:
     current = result.metric_values()
     if result.device == "cpu":
         # vLLM's CPU backend sizes its KV cache from the RAM free at start, so the KV
         # capacity and the process's RSS follow the machine's state, not the code
         # (+15% and +7.5% between two runs of one config on the same machine).
         current = {k: v for k, v in current.items() if k not in CPU_UNGATED}
-    baseline = entry.metric_values()
+    return current
+
+
+def runner_noise(entry: BaselineEntry | None, file_entries: Iterable[BaselineEntry] = ()) -> dict[str, Any]:
+    """Between-start noise per metric, learned from the per-start medians of ``entry``
+    (this test) and of the other entries of its baseline file."""
+    others = [e.start_medians() for e in file_entries if entry is None or e.test_id != entry.test_id]
+    return estimate_all(entry.start_medians() if entry is not None else {}, others)
+
+
+def compare_entry(
+    result: PerfResult | Sequence[PerfResult],
+    entry: BaselineEntry | None,
+    tolerances: Mapping[str, float],
+    *,
+    compare: Callable[..., Any] | None = None,
+    file_entries: Iterable[BaselineEntry] = (),
+) -> tuple[str, Comparison | None, list[str]]:
+    """(status, comparison, messages) for a result against its stored entry.
+
+    ``result``: one engine start's result, or several (confirmation starts) of one
+    workload. The decision is ``startgate.compare_to_starts``: the current starts
+    against the entry's per-start medians, with the runner's noise learned from them
+    and from ``file_entries`` (the other tests of the baseline file), unless the
+    ``compare`` hook returns a Comparison of its own (it sees pooled trials).
+    """
+    starts = [result] if isinstance(result, PerfResult) else list(result)
+    first = starts[0]
+    if entry is None:
+        return "missing", None, ["no baseline for this test on this hardware"]
+    stale = entry.stale_reasons(first.engine, first.workload)
+    if stale:
+        return "stale", None, [
+            "baseline is stale (measured with another config): " + "; ".join(stale)
+            + " - re-record it with --llmperf-update-baselines"
+        ]
+    per_start = [_gated_values(r) for r in starts]
     comparison = None
     if compare is not None:
-        comparison = compare(current=current, baseline=baseline, tolerances=dict(tolerances))
+        pooled: dict[str, list[float]] = {}
+        for values in per_start:
+            for k, v in values.items():
+                pooled.setdefault(k, []).extend(v)
+        comparison = compare(current=pooled, baseline=entry.metric_values(),
+                             tolerances=dict(tolerances))
     if comparison is None:
-        comparison = compare_to_baseline(current, baseline, tolerances=tolerances)
+        comparison = compare_to_starts(per_start, entry.start_medians(), tolerances=tolerances,
+                                       noise=runner_noise(entry, file_entries))
     messages = []
-    if entry.vllm_version and result.vllm_version and entry.vllm_version != result.vllm_version:
-        messages.append(f"baseline vLLM {entry.vllm_version}, now {result.vllm_version}")
+    if entry.vllm_version and first.vllm_version and entry.vllm_version != first.vllm_version:
+        messages.append(f"baseline vLLM {entry.vllm_version}, now {first.vllm_version}")
     return "compared", comparison, messages
+
+
+def settle(
+    decide: Callable[[], Comparison],
+    another_start: Callable[[], None],
+    confirm: int,
+) -> tuple[Comparison, int]:
+    """Decide; while inconclusive, add an engine start (``another_start``) and decide
+    again, up to ``confirm`` times. Stops early when no inconclusive metric could be
+    resolved within the starts left (its ``starts_needed`` is out of reach), since more
+    starts would only cost time. Returns the last comparison and the starts added."""
+    comparison = decide()
+    added = 0
+    while comparison.state == "inconclusive" and added < confirm:
+        have = comparison.starts[1] if comparison.starts else 1
+        reachable = [r for r in comparison.inconclusive
+                     if r.starts_needed is not None and r.starts_needed <= have + confirm - added]
+        if not reachable:
+            break
+        another_start()
+        added += 1
+        comparison = decide()
+    return comparison, added

@@ -82,7 +82,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "starts and pool them, so the baseline averages out start-to-start "
                          "drift (default: 1; 3 is worth it on GPUs)")
     group.addoption("--llmperf-strict", action="store_true", default=False,
-                    help="fail tests whose baseline is missing or stale (default: warn)")
+                    help="fail tests whose baseline is missing or stale, or whose gate stays "
+                         "inconclusive (default: warn)")
+    group.addoption("--llmperf-confirm", metavar="N", type=int, default=2,
+                    help="an inconclusive gate verdict gets up to N more engine starts "
+                         "(confirmation runs) before it is decided (default: 2)")
     group.addoption("--llmperf-baselines", metavar="DIR", default=None,
                     help="baseline directory; relative paths are resolved against the rootdir "
                          "and must stay inside it (default: ini llmperf_baselines, else "
@@ -150,6 +154,7 @@ class LLMPerfSession:
         self.option_tolerances = dict(self.options.tolerances)
         self.baseline_starts = self.options.baseline_starts
         self.baseline_root = self.options.baselines_dir
+        self.confirm = int(config.option.llmperf_confirm)
         self.verdicts: list[Any] = []
         self._engines: Any = None
         self._store: Any = None
@@ -552,7 +557,7 @@ def _test_key(item: pytest.Item) -> tuple[str, str]:
 
 def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_test: bool) -> Any:
     from .baselines import BaselineEntry, BaselineError
-    from .gate import Verdict, check_limits, compare_entry
+    from .gate import Verdict, check_limits
 
     results = item.stash.get(_RESULTS, [])
     if not results:
@@ -576,37 +581,23 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
     suite, test_id = _test_key(item)
     try:
         if session.update:
-            if session.baseline_starts > 1:
-                result = _pooled_over_starts(session, plan, result)
-                verdict.result = result
-            entry = BaselineEntry.from_result(test_id, result, session.fingerprint, _git_commit(item))
+            starts = [result, *_more_starts(session, plan, result.workload,
+                                            session.baseline_starts - 1)]
+            if len(starts) > 1:
+                from .results import pool_starts
+
+                verdict.result = pool_starts(starts)
+            entry = BaselineEntry.from_starts(test_id, starts, session.fingerprint, _git_commit(item))
             session.store.update(suite, {test_id: entry})
             verdict.baseline_status = "updated"
         else:
-            stored = session.store.get(suite, test_id)
-            verdict.baseline = stored
-            hook = item.config.hook.pytest_llmperf_compare
-
-            def custom(**kw: Any) -> Any:
-                return hook(config=item.config, item=item, **kw)
-
-            status, comparison, messages = compare_entry(
-                result, stored, session.tolerances(plan.spec), compare=custom
-            )
-            verdict.baseline_status, verdict.comparison = status, comparison
-            verdict.messages.extend(messages)
-            if status in ("missing", "stale"):
-                where = session.store.path_for(suite)
-                text = f"{item.nodeid}: {messages[0]} ({where})"
-                if session.strict:
-                    verdict.limit_failures.append(text + " [--llmperf-strict]")
-                else:
-                    item.warn(LLMPerfWarning(text))
+            _gate_against_store(item, session, plan, verdict, suite, test_id, result)
     except BaselineError as exc:  # changed since collection checked it
         verdict.baseline_status = "error"
         verdict.errors.append(f"baseline file unusable: {exc}")
+    _report_inconclusive(item, session, verdict)
     item.config.hook.pytest_llmperf_result(
-        config=item.config, item=item, result=result, comparison=verdict.comparison
+        config=item.config, item=item, result=verdict.result, comparison=verdict.comparison
     )
     from .reports.benchmark_json import record_trials
     from .reports.model import classify
@@ -616,29 +607,76 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
     return verdict
 
 
-def _pooled_over_starts(session: LLMPerfSession, plan: Plan, first: Any) -> Any:
-    """Measure the same workload in more engine starts and pool every trial.
+def _gate_against_store(item: pytest.Item, session: LLMPerfSession, plan: Plan, verdict: Any,
+                        suite: str, test_id: str, result: Any) -> None:
+    """The stored-baseline gate, with confirmation starts while it is inconclusive."""
+    from .gate import compare_entry, settle
 
-    A baseline from one engine start carries that start's offset (up to ~1.7% of
-    throughput on an H100); pooled over several, its median sits near the centre
-    and a new run's start-to-start drift no longer eats the tolerance.
+    stored = session.store.get(suite, test_id)
+    verdict.baseline = stored
+    file_entries = list(session.store.load(suite).values())
+    hook = item.config.hook.pytest_llmperf_compare
+    tolerances = session.tolerances(plan.spec)
+    starts = [result]
+
+    def custom(**kw: Any) -> Any:
+        return hook(config=item.config, item=item, **kw)
+
+    status, comparison, messages = compare_entry(starts, stored, tolerances, compare=custom,
+                                                 file_entries=file_entries)
+    if comparison is not None and comparison.state == "inconclusive" and session.confirm:
+        def decide() -> Any:
+            return compare_entry(starts, stored, tolerances, compare=custom,
+                                 file_entries=file_entries)[1]
+
+        def another() -> None:
+            starts.extend(_more_starts(session, plan, result.workload, 1))
+
+        comparison, verdict.confirmations = settle(decide, another, session.confirm)
+    verdict.baseline_status, verdict.comparison = status, comparison
+    verdict.messages.extend(messages)
+    if status in ("missing", "stale"):
+        where = session.store.path_for(suite)
+        text = f"{item.nodeid}: {messages[0]} ({where})"
+        if session.strict:
+            verdict.limit_failures.append(text + " [--llmperf-strict]")
+        else:
+            item.warn(LLMPerfWarning(text))
+
+
+def _report_inconclusive(item: pytest.Item, session: LLMPerfSession, verdict: Any) -> None:
+    """An inconclusive gate passes with a warning (fails with --llmperf-strict)."""
+    if not verdict.inconclusive:
+        return
+    cmp = verdict.comparison
+    names = ", ".join(r.metric for r in cmp.inconclusive)
+    extra = f" after {verdict.confirmations} confirmation start(s)" if verdict.confirmations else ""
+    text = (f"{item.nodeid}: gate inconclusive{extra} ({names}): the data cannot tell a "
+            "change within tolerance from a regression here")
+    verdict.messages.append(text.split(": ", 1)[1])
+    verdict.messages.extend(cmp.notes)
+    if session.strict:
+        verdict.limit_failures.append(f"{text} [--llmperf-strict]\n{cmp.table()}")
+    else:
+        item.warn(LLMPerfWarning(text))
+
+
+def _more_starts(session: LLMPerfSession, plan: Plan, workload: Any, n: int) -> list[Any]:
+    """Measure ``workload`` in ``n`` fresh engine starts of the plan's engine.
+
+    Every start is a new engine process: the unit of evidence of the gate, since the
+    trials of one start share its offset (up to ~1.7% of throughput on an H100).
     """
     from .engine import EngineError
 
-    results = [first]
-    for _ in range(session.baseline_starts - 1):
+    results = []
+    for _ in range(n):
         session.engines.close()
         try:
-            results.append(session.engines.get(plan.engine).run(first.workload))
+            results.append(session.engines.get(plan.engine).run(workload))
         except EngineError as exc:
-            pytest.fail(f"recording the baseline over {session.baseline_starts} engine starts: {exc}",
-                        pytrace=False)
-    pooled = replace(
-        first,
-        trials=tuple(t for r in results for t in r.trials),
-        notes=(*first.notes, f"baseline pooled over {len(results)} engine starts"),
-    )
-    return pooled
+            pytest.fail(f"measuring another engine start: {exc}", pytrace=False)
+    return results
 
 
 def _git_commit(item: pytest.Item) -> str | None:

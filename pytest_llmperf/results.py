@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from .config import EngineConfig, Workload
@@ -201,4 +202,17 @@ def _pool(trials: tuple[TrialResult, ...], attr: str) -> Distribution:
         p95=med(d.p95 for d in dists),
         p99=med(d.p99 for d in dists),
         max=max(d.max for d in dists),
+    )
+
+
+def pool_starts(starts: Sequence[PerfResult]) -> PerfResult:
+    """One result holding the trials of several engine starts of one workload (the
+    first start's engine facts), as a baseline recorded over those starts reports it."""
+    first = starts[0]
+    if len(starts) == 1:
+        return first
+    return replace(
+        first,
+        trials=tuple(t for r in starts for t in r.trials),
+        notes=(*first.notes, f"baseline pooled over {len(starts)} engine starts"),
     )

@@ -166,7 +166,7 @@ def test_update_writes_readable_valid_json(store: BaselineStore) -> None:
     doc = json.loads(text)
     assert text == json.dumps(doc, indent=2, sort_keys=True) + "\n"
     jsonschema.Draft202012Validator(load_schema()).validate(doc)
-    assert doc["schema_version"] == 1 and doc["hardware_key"] == HW
+    assert doc["schema_version"] == 2 and doc["hardware_key"] == HW
     assert store.get(SUITE, TEST_ID) == entry()
     assert listing(path.parent) == ["test_a.json"]  # no lock or temp files left
 
@@ -292,11 +292,52 @@ def test_schema_entry_matches_to_json() -> None:
     assert set(props) == set(entry().to_json())
 
 
+# ------------------------------------------------------- per-start medians, schema v2
+
+
+def test_from_starts_keeps_each_start_median_and_pools_the_trials() -> None:
+    starts = [make_result(output_tok_s=s, trials=3, jitter=0.01, seed=i)
+              for i, s in enumerate((1000.0, 1010.0, 990.0))]
+    e = BaselineEntry.from_starts(TEST_ID, starts, FP, None, recorded_at="2025-01-02T03:04:05+00:00")
+    rec = e.metrics["output_tok_s"]
+    assert len(rec.values) == 9
+    assert rec.start_medians == tuple(r.output_tok_s for r in starts)
+    assert e.start_medians()["output_tok_s"] == [r.output_tok_s for r in starts]
+    assert BaselineEntry.from_json(TEST_ID, e.to_json()) == e
+
+
+def v1_doc() -> dict[str, Any]:
+    data = entry().to_json()
+    for metric in data["metrics"].values():
+        del metric["start_medians"]
+    return {"schema_version": 1, "hardware_key": HW, "entries": {"t::old": data}}
+
+
+def test_version_1_files_are_read_and_rewritten_as_version_2(store: BaselineStore) -> None:
+    path = write_raw(store, v1_doc())
+    old = store.get(SUITE, "t::old")
+    assert old is not None and old.metrics["output_tok_s"].start_medians is None
+    # A version 1 entry counts as one engine start: the median of its trials.
+    assert old.start_medians()["output_tok_s"] == [old.metrics["output_tok_s"].median]
+    store.update(SUITE, {TEST_ID: entry()})
+    doc = json.loads(path.read_text())
+    assert doc["schema_version"] == 2
+    jsonschema.Draft202012Validator(load_schema(2)).validate(doc)
+    assert store.get(SUITE, "t::old") == old
+    assert "start_medians" in doc["entries"][TEST_ID]["metrics"]["output_tok_s"]
+
+
+def test_version_1_file_may_not_hold_start_medians(store: BaselineStore) -> None:
+    write_raw(store, {**good_doc(), "schema_version": 1})
+    with pytest.raises(BaselineError, match="start_medians"):
+        store.load(SUITE)
+
+
 # ---------------------------------------------------------------------- bad files
 
 
 def good_doc() -> dict[str, Any]:
-    return {"schema_version": 1, "hardware_key": HW, "entries": {TEST_ID: entry().to_json()}}
+    return {"schema_version": 2, "hardware_key": HW, "entries": {TEST_ID: entry().to_json()}}
 
 
 def test_invalid_json_names_file_line_and_column(store: BaselineStore) -> None:
@@ -352,9 +393,9 @@ def test_schema_violations_name_path_and_reason(
 
 
 def test_unknown_schema_version(store: BaselineStore) -> None:
-    write_raw(store, {**good_doc(), "schema_version": 2})
-    with pytest.raises(BaselineError, match=r"\$\.schema_version: unsupported schema_version 2; "
-                       r"this version of pytest-llmperf reads schema_version 1 \(written by "):
+    write_raw(store, {**good_doc(), "schema_version": 3})
+    with pytest.raises(BaselineError, match=r"\$\.schema_version: unsupported schema_version 3; "
+                       r"this version of pytest-llmperf reads schema_version 1, 2 \(written by "):
         store.load(SUITE)
     write_raw(store, {**good_doc(), "schema_version": True})
     with pytest.raises(BaselineError, match="unsupported schema_version true"):
