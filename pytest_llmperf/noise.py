@@ -8,7 +8,10 @@ is a relative spread comparable across metrics and tests:
 
 * the test's own starts, when it has at least ``MIN_OWN_DF + 1`` of them;
 * else pooled over every test of the baseline file (the same runner measured them in
-  the same session): ``sum((k_i - 1) s_i**2) / sum(k_i - 1)``;
+  the same session): ``sum((k_i - 1) s_i**2) / sum(k_i - 1)``, itself pooled with the
+  constant below while it has fewer than ``MIN_OWN_DF`` degrees of freedom (one
+  difference of two starts is too thin a sample on its own: Student's t with one
+  degree of freedom needs a 32x standard error to be 99% sure);
 * else the metric's constant ``noise_floor`` from ``metrics.py`` (one H100 config):
   it is the largest drift seen between two starts, about two standard deviations of
   a single start, so half of it serves as the standard deviation, with
@@ -95,9 +98,15 @@ def estimate_noise(
         s, d = _sum_squares(medians)
         if d:
             ss, df, tests = ss + s, df + d, tests + 1
-    if df >= 1:
+    if df >= min_own_df:
         return NoiseEstimate(metric, math.sqrt(ss / df), df, "file",
                              f"pooled over {tests} test(s) of the baseline file ({df} df)")
+    if df >= 1:
+        prior = fallback_noise(metric)
+        total = df + prior.df
+        return NoiseEstimate(metric, math.sqrt((ss + prior.df * prior.sigma**2) / total), total,
+                             "file", f"{tests} test(s) of the baseline file ({df} df) pooled "
+                                     f"with the constant noise floor ({prior.df} df)")
     return fallback_noise(metric)
 
 

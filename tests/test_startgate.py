@@ -217,6 +217,13 @@ def test_noise_from_the_test_the_file_or_the_constant() -> None:
     assert pooled.source == "file" and pooled.df == 3
     assert pooled.sigma == pytest.approx(math.sqrt(ss / 3))
 
+    thin = estimate_noise("output_tok_s", [100.0, 101.0])
+    const = fallback_noise("output_tok_s")
+    d = np.log([100.0, 101.0])
+    assert thin.source == "file" and thin.df == 1 + FALLBACK_DF
+    assert thin.sigma == pytest.approx(
+        math.sqrt((float(((d - d.mean()) ** 2).sum()) + FALLBACK_DF * const.sigma**2) / thin.df))
+
     none = estimate_noise("output_tok_s", [100.0])
     assert none == fallback_noise("output_tok_s")
     assert none.df == FALLBACK_DF and not none.learned
