@@ -213,8 +213,14 @@ def start_engine(
     log_dir: str | None = None,
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S,
+    python: str | None = None,
 ) -> EngineHandle:
-    """Start a vLLM engine for ``config`` in a child process and wait until it is ready."""
+    """Start a vLLM engine for ``config`` in a child process and wait until it is ready.
+
+    ``python``: another interpreter (e.g. a virtualenv with another vLLM) to run the
+    engine process with; it imports this package from here and everything else from
+    its own ``sys.path``.
+    """
     source = resolve_model(config.model)
     log_dir = log_dir or tempfile.mkdtemp(prefix="llmperf-")
     os.makedirs(log_dir, exist_ok=True)
@@ -236,9 +242,12 @@ def start_engine(
         "device": device,
         "log_path": log_path,
     }
+    if python is not None:
+        request["sys_path"] = interpreter_sys_path(python)
     process = ctx.Process(target=worker_main, args=(child_conn, request), name="llmperf-engine",
                           daemon=False)
-    process.start()
+    with _spawn_executable(python):
+        process.start()
     child_conn.close()
     handle = EngineHandle(config, source, device, {}, log_path, process, parent_conn,
                           run_timeout_s=run_timeout_s, gpu_pids_before=before)
@@ -259,6 +268,42 @@ def start_engine(
     return handle
 
 
+def interpreter_sys_path(python: str) -> list[str]:
+    """``sys.path`` of another interpreter, plus the directory this package lives in.
+
+    A spawned child starts with its parent's ``sys.path``; the engine worker replaces
+    it with this one before importing vLLM, so the other environment's packages load.
+    """
+    import json
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHOME"}
+    try:
+        out = subprocess.run([python, "-c", "import sys, json; print(json.dumps(sys.path))"],
+                             capture_output=True, text=True, timeout=60, env=env, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise EngineError("start", f"cannot run the interpreter {python!r}: {exc}") from None
+    paths: list[str] = json.loads(out.stdout)
+    here = str(Path(__file__).resolve().parent.parent)
+    return [*paths, here]
+
+
+@contextlib.contextmanager
+def _spawn_executable(python: str | None) -> Any:
+    """Spawn children with ``python`` instead of this interpreter, for one start."""
+    if python is None:
+        yield
+        return
+    from multiprocessing import spawn
+
+    before = spawn.get_executable()
+    spawn.set_executable(python)
+    try:
+        yield
+    finally:
+        spawn.set_executable(before)
+
+
 @dataclass
 class EngineManager:
     """Keeps at most one engine alive and reuses it while tests ask for the same config.
@@ -273,20 +318,24 @@ class EngineManager:
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S
     release_timeout_s: float = 60.0
     current: EngineHandle | None = None
+    current_key: tuple[Any, ...] | None = None
     failed: dict[tuple[Any, ...], EngineError] = field(default_factory=dict)
     starts: int = 0
 
-    def get(self, config: EngineConfig) -> EngineHandle:
-        key = config.key()
+    def get(self, config: EngineConfig, python: str | None = None) -> EngineHandle:
+        """The live engine of ``config`` (and interpreter ``python``), started if needed."""
+        key = (*config.key(), python) if python else config.key()
         if key in self.failed:
             raise self.failed[key]
-        if self.current is not None and self.current.config.key() == key and self.current.alive():
+        if (self.current is not None and self.current.alive()
+                and self.current_key == key):
             return self.current
         self.close()
         try:
             self.current = start_engine(config, self.device, log_dir=self.log_dir,
                                         start_timeout_s=self.start_timeout_s,
-                                        run_timeout_s=self.run_timeout_s)
+                                        run_timeout_s=self.run_timeout_s, python=python)
+            self.current_key = key
             self.starts += 1
         except EngineError as exc:
             self.failed[key] = exc

@@ -82,6 +82,10 @@ def _error(phase: str, exc: BaseException) -> dict[str, Any]:
 def worker_main(conn: Any, request: dict[str, Any]) -> None:
     """Entry point of the child: start the engine, then answer ``run``/``stop``."""
     os.setpgrp()  # so the parent can end us and vLLM's children as one group
+    if request.get("sys_path"):
+        # Started with another interpreter (--llmperf-ab-python): its own packages
+        # (vLLM above all) must load, not the parent's, which spawn handed down.
+        sys.path[:] = list(request["sys_path"])
     _redirect_output(request["log_path"])
     device = request["device"]
     engine = request["engine"]

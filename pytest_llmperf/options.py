@@ -37,12 +37,14 @@ VALUE_OPTIONS: tuple[str, ...] = (
     "llmperf_baseline_starts", "llmperf_baselines", "llmperf_tolerance", "llmperf_trials",
     "llmperf_min_duration", "llmperf_slowdown", "llmperf_start_timeout",
     "llmperf_run_timeout", "llmperf_cpu_memory", "llmperf_log_dir", "llmperf_json",
-    "llmperf_markdown", "llmperf_plots", "llmperf_history",
+    "llmperf_markdown", "llmperf_plots", "llmperf_history", "llmperf_confirm", "llmperf_ab",
+    "llmperf_ab_starts", "llmperf_ab_python",
 )
 # Output files and directories, by dest name (the baselines directory is handled apart).
 OUTPUT_FILES: tuple[str, ...] = ("llmperf_json", "llmperf_markdown", "llmperf_history")
 OUTPUT_DIRS: tuple[str, ...] = ("llmperf_log_dir", "llmperf_plots")
-PATH_OPTIONS: tuple[str, ...] = ("llmperf_baselines", *OUTPUT_FILES, *OUTPUT_DIRS)
+PATH_OPTIONS: tuple[str, ...] = ("llmperf_baselines", *OUTPUT_FILES, *OUTPUT_DIRS,
+                                 "llmperf_ab_python")
 
 
 def flag(dest: str) -> str:
@@ -196,6 +198,10 @@ class RunOptions:
     markdown_path: Path | None = None
     plots_dir: Path | None = None
     history_path: Path | None = None
+    confirm: int = 2
+    ab_ref: str | None = None
+    ab_starts: int = 2
+    ab_python: str | None = None
 
     @classmethod
     def from_mapping(
@@ -263,6 +269,13 @@ class RunOptions:
                 other=flag("llmperf_update_baselines"),
             )
 
+        confirm = _number("llmperf_confirm", get("llmperf_confirm"), int)
+        if confirm is None:
+            confirm = 2
+        if confirm < 0:
+            raise OptionError(flag("llmperf_confirm"), f"={confirm}: must be 0 or more")
+        ab_ref, ab_starts, ab_python = _ab_options(get, update)
+
         # Paths.
         raw_baselines = get("llmperf_baselines")
         baselines_option = flag("llmperf_baselines")
@@ -316,7 +329,43 @@ class RunOptions:
             markdown_path=outputs.get("llmperf_markdown"),
             plots_dir=outputs.get("llmperf_plots"),
             history_path=outputs.get("llmperf_history"),
+            confirm=confirm,
+            ab_ref=ab_ref,
+            ab_starts=ab_starts,
+            ab_python=ab_python,
         )
+
+
+def _ab_options(get: Any, update: bool) -> tuple[str | None, int, str | None]:
+    """--llmperf-ab REF and its companions (paired A/B against a base commit)."""
+    ref = get("llmperf_ab")
+    starts = _number("llmperf_ab_starts", get("llmperf_ab_starts"), int)
+    python = get("llmperf_ab_python")
+    if ref is None:
+        for dest, given in (("llmperf_ab_starts", starts is not None and starts != 2),
+                            ("llmperf_ab_python", python is not None)):
+            if given:
+                raise OptionError(flag(dest), " needs --llmperf-ab REF: it only applies to paired "
+                                  "A/B runs and would be ignored", other=flag("llmperf_ab"))
+        return None, 2, None
+    if not str(ref).strip():
+        raise OptionError(flag("llmperf_ab"), "=: needs a git ref, e.g. --llmperf-ab=origin/main")
+    starts = 2 if starts is None else starts
+    if starts < 1:
+        raise OptionError(flag("llmperf_ab_starts"), f"={starts}: must be at least 1")
+    if update:
+        raise OptionError(
+            flag("llmperf_ab"),
+            f"={ref} with --llmperf-update-baselines: a paired run compares with the base "
+            "commit and recording baselines compares with nothing; use one at a time",
+            other=flag("llmperf_update_baselines"),
+        )
+    if python is not None:
+        exe = os.path.expanduser(str(python))
+        if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
+            raise OptionError(flag("llmperf_ab_python"), f"={python}: not an executable file")
+        python = os.path.abspath(exe)
+    return str(ref), starts, python
 
 
 # ------------------------------------------------------- the two-argument form

@@ -8,6 +8,7 @@ Heavy imports (vLLM, torch, NVML) happen when a test needs an engine, so
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import os
 import warnings
@@ -84,7 +85,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--llmperf-strict", action="store_true", default=False,
                     help="fail tests whose baseline is missing or stale, or whose gate stays "
                          "inconclusive (default: warn)")
-    group.addoption("--llmperf-confirm", metavar="N", type=int, default=2,
+    group.addoption("--llmperf-confirm", metavar="N", type=int, default=None,
                     help="an inconclusive gate verdict gets up to N more engine starts "
                          "(confirmation runs) before it is decided (default: 2)")
     group.addoption("--llmperf-baselines", metavar="DIR", default=None,
@@ -123,6 +124,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--llmperf-history", metavar="PATH", default=None,
                     help="append this run's results to a SQLite history file, relative to the "
                          "rootdir; read it with `python -m pytest_llmperf history` (default: none)")
+    group.addoption("--llmperf-ab", metavar="REF", default=None,
+                    help="paired A/B: measure every perf test also as it is at git commit REF "
+                         "(e.g. origin/main), interleaved by engine start on this runner, and "
+                         "gate on the paired differences (default: off; tests new since REF "
+                         "use the stored baseline)")
+    group.addoption("--llmperf-ab-starts", metavar="N", type=int, default=None,
+                    help="with --llmperf-ab, engine starts per side (default: 2)")
+    group.addoption("--llmperf-ab-python", metavar="PATH", default=None,
+                    help="with --llmperf-ab, run the base side's engines with this Python "
+                         "interpreter, e.g. a virtualenv with the previous vLLM (default: this one)")
+    group.addoption("--llmperf-dump-plans", metavar="PATH", default=None, help=argparse.SUPPRESS)
     parser.addini("llmperf_baselines", "baseline directory, relative to rootdir (default: baselines)",
                   default="baselines")
 
@@ -154,7 +166,13 @@ class LLMPerfSession:
         self.option_tolerances = dict(self.options.tolerances)
         self.baseline_starts = self.options.baseline_starts
         self.baseline_root = self.options.baselines_dir
-        self.confirm = int(config.option.llmperf_confirm)
+        self.confirm = self.options.confirm
+        self.ab_ref = self.options.ab_ref
+        self.ab_starts = self.options.ab_starts
+        self.ab_python = self.options.ab_python
+        self.ab: Any = None  # ab.BasePlans once collected
+        self.ab_commit = ""
+        self.ab_checkout: Any = None
         self.verdicts: list[Any] = []
         self._engines: Any = None
         self._store: Any = None
@@ -295,6 +313,13 @@ def pytest_configure(config: pytest.Config) -> None:
         reason = usable_gpu_reason()
         if reason is not None:
             raise pytest.UsageError(f"--gpu was given but no GPU is usable here: {reason}")
+    if session.ab_ref is not None:
+        from .ab import ABError, repo_root, resolve_ref
+
+        try:
+            session.ab_commit = resolve_ref(repo_root(config.rootpath), session.ab_ref)
+        except ABError as exc:
+            raise pytest.UsageError(str(exc)) from None
     config.stash[_SESSION] = session
 
 
@@ -302,6 +327,65 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(_SESSION, None)
     if session is not None and session._engines is not None:
         session._engines.close()
+    if session is not None and session.ab_checkout is not None:
+        session.ab_checkout.close()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Dump the plans (in the base-planning subprocess), or plan the base side."""
+    config = session.config
+    llm = config.stash.get(_SESSION, None)
+    if llm is None:
+        return
+    if config.option.llmperf_dump_plans:
+        _dump_plans(session, config.option.llmperf_dump_plans)
+    elif llm.ab_ref is not None and not config.option.collectonly and any(
+            item.stash.get(_PLAN, None) is not None for item in session.items):
+        _plan_base(config, llm)
+
+
+def _dump_plans(session: pytest.Session, path: str) -> None:
+    from .ab import plan_json
+    from .report import write_json_atomic
+
+    tests: dict[str, Any] = {}
+    cwd = Path.cwd()
+    for item in session.items:
+        plan, skip = item.stash.get(_PLAN, None), item.stash.get(_SKIP, None)
+        if plan is not None:
+            tests[item.nodeid] = plan_json(plan.engine, plan.workload, session.config.rootpath, cwd)
+        elif skip is not None:
+            tests[item.nodeid] = {"skip": skip}
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    failed = reporter.stats.get("error", []) if reporter is not None else []
+    errors = {r.nodeid: (str(r.longrepr).strip().splitlines() or ["error"])[-1]
+              for r in failed if getattr(r, "nodeid", None)}
+    write_json_atomic(path, {"tests": tests, "errors": errors})
+
+
+def _plan_base(config: pytest.Config, llm: LLMPerfSession) -> None:
+    """Check out the base commit and plan its perf tests (kept until the session ends)."""
+    from .ab import ABError, BaseCheckout, collect_base_plans, repo_root
+
+    opt = config.option
+    options = ["--gpu"] if opt.gpu else []
+    options.append(f"--llmperf-cpu-memory={opt.llmperf_cpu_memory}")
+    if opt.llmperf_trials is not None:
+        options.append(f"--llmperf-trials={opt.llmperf_trials}")
+    if opt.llmperf_min_duration is not None:
+        options.append(f"--llmperf-min-duration={opt.llmperf_min_duration}")
+    if config.pluginmanager.hasplugin("xdist"):
+        options += ["-n", "0"]  # plan in-process, whatever addopts says
+    try:
+        repo = repo_root(config.rootpath)
+        llm.ab_checkout = BaseCheckout(repo, llm.ab_commit)
+        llm.ab = collect_base_plans(
+            llm.ab_checkout.path, repo, config.rootpath.resolve(),
+            Path(config.invocation_params.dir).resolve(), list(config.args), options,
+            llm.ab_commit,
+        )
+    except ABError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 @pytest.hookimpl(wrapper=True)
@@ -590,7 +674,8 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
             entry = BaselineEntry.from_starts(test_id, starts, session.fingerprint, _git_commit(item))
             session.store.update(suite, {test_id: entry})
             verdict.baseline_status = "updated"
-        else:
+        elif session.ab is None or not _gate_paired(item, session, plan, verdict, suite,
+                                                    test_id, result):
             _gate_against_store(item, session, plan, verdict, suite, test_id, result)
     except BaselineError as exc:  # changed since collection checked it
         verdict.baseline_status = "error"
@@ -642,6 +727,54 @@ def _gate_against_store(item: pytest.Item, session: LLMPerfSession, plan: Plan, 
             verdict.limit_failures.append(text + " [--llmperf-strict]")
         else:
             item.warn(LLMPerfWarning(text))
+
+
+def _gate_paired(item: pytest.Item, session: LLMPerfSession, plan: Plan, verdict: Any,
+                 suite: str, test_id: str, result: Any) -> bool:
+    """The paired A/B gate against the base commit; False when this test has no base
+    there (then the stored baseline gates it)."""
+    from .ab import SidePlan, run_paired
+    from .gate import _gated_values, runner_noise
+
+    base, why = session.ab.lookup(item.nodeid)
+    ref = f"{session.ab_ref} ({session.ab_commit[:12]})"
+    if base is None:
+        verdict.messages.append(f"no paired run: {why} at {ref}; gated against the stored baseline")
+        return False
+    base = SidePlan(base.engine, base.workload, session.ab_python)
+    head = SidePlan(plan.engine, plan.workload)
+    if base.identity() == head.identity():
+        verdict.baseline_status = "unchanged"
+        verdict.messages.append(f"unchanged since {ref}: same engine config, model and workload, "
+                                "measured once")
+        return True
+    try:
+        stored = session.store.get(suite, test_id)
+        file_entries = list(session.store.load(suite).values())
+    except Exception:  # an unreadable baseline only costs the learned noise here
+        stored, file_entries = None, []
+    noise = runner_noise(stored, file_entries)
+
+    def measure(side: SidePlan) -> Any:
+        from .engine import EngineError
+
+        session.engines.close()
+        try:
+            return session.engines.get(side.engine, python=side.python).run(side.workload)
+        except EngineError as exc:
+            which = "base" if side is base else "head"
+            pytest.fail(f"{item.nodeid}: paired run, {which} side ({ref}): {exc}", pytrace=False)
+
+    first = result if result.workload == plan.workload else None
+    run = run_paired(head, base, measure=measure, values=_gated_values,
+                     starts=session.ab_starts, confirm=session.confirm,
+                     tolerances=session.tolerances(plan.spec), noise=noise, first_head=first)
+    verdict.baseline_status, verdict.comparison = "paired", run.comparison
+    verdict.confirmations = run.confirmations
+    python = f" (base on {session.ab_python})" if session.ab_python else ""
+    verdict.messages.append(f"paired against {ref}{python}: engine starts "
+                            + ", ".join(run.order))
+    return True
 
 
 def _report_inconclusive(item: pytest.Item, session: LLMPerfSession, verdict: Any) -> None:

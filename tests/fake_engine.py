@@ -7,6 +7,7 @@ Real engines are exercised in test_engine_cpu.py.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +24,8 @@ class FakeEngines:
 
     tok_s: float = 1000.0
     fail_models: set[str] = field(default_factory=set)
+    # Optional speed of a config relative to tok_s (e.g. slower with more layers).
+    speed: Callable[[EngineConfig], float] | None = None
     started: list[str] = field(default_factory=list)
     stopped: int = 0
 
@@ -44,8 +47,10 @@ class FakeHandle:
         return True
 
     def run(self, workload: Workload, timeout_s: float | None = None) -> PerfResult:
+        speed = self.owner.speed(self.config) if self.owner.speed else 1.0
         return make_result(
-            output_tok_s=self.owner.tok_s * (1.0 - workload.slowdown),
+            output_tok_s=self.owner.tok_s * speed * (1.0 - workload.slowdown),
+            tpot_ms=7.0 / speed,
             trials=workload.trials,
             engine=self.config,
             workload=workload,
