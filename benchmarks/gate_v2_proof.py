@@ -8,8 +8,10 @@
 Collect: model-change cards are made from ``--model`` by widening the MLP
 (``intermediate_size``) of every layer so that the bytes a decode step reads (weights
 plus KV, ``cards.decode_bytes_per_step``) grow by about ``--changes`` percent (1, 2, 4).
-Engine starts then run in the cycle ``base, +4%, base, +2%, base, +1%, ...``: every
-variant start sits between two base starts, as ``--llmperf-ab`` interleaves them.
+Engine starts then run in the cycle ``base, +2%, base, +4%, base, +2%, base, +1%``
+(``--cycle``), repeated: every variant start sits between two base starts, as
+``--llmperf-ab`` interleaves them, and the change the targets hinge on (2%) gets the
+most starts when the budget is short.
 Each start runs the short workload (``--trials`` trials after a warm-up) and is saved
 (atomically) to ``--out`` before the next one, so a run cut short keeps what it has.
 A start is only begun when the time it is expected to take (the config's last
@@ -80,9 +82,15 @@ def make_cards(model: str, changes: Sequence[float], *, batch: int, context_len:
     return cards
 
 
-def schedule(variants: Sequence[str]) -> list[str]:
-    """One cycle: base before every variant, largest change first (it compiles first)."""
-    return [c for v in variants for c in (BASE, v)]
+def schedule(cards: dict[str, dict[str, Any]], cycle: Sequence[float]) -> list[str]:
+    """One cycle of engine starts: a base start before every variant start, variants in
+    the order of ``cycle`` (target changes in percent; a change may recur, so the
+    change that matters most gets the most starts when the budget is short)."""
+    by_target = {round(f["target_change"] * 100, 6): n for n, f in cards.items() if n != BASE}
+    missing = [c for c in cycle if round(c, 6) not in by_target]
+    if missing:
+        raise SystemExit(f"--cycle {missing}: not among --changes {sorted(by_target)}")
+    return [c for t in cycle for c in (BASE, by_target[round(t, 6)])]
 
 
 # --------------------------------------------------------------------------- collect
@@ -97,8 +105,6 @@ def collect(args: argparse.Namespace) -> None:
     cards = make_cards(args.model, changes, batch=args.batch,
                        context_len=args.input_len + args.output_len / 2,
                        granule=args.granule, directory=out.with_name(out.stem + "-cards"))
-    variants = sorted((n for n in cards if n != BASE),
-                      key=lambda n: -cards[n]["expected_decode_cost_change"])
     eager = args.eager if args.eager is not None else args.device == "cpu"
     workload = Workload(batch=args.batch, input_len=args.input_len, output_len=args.output_len,
                         trials=args.trials, warmup=1)
@@ -114,7 +120,7 @@ def collect(args: argparse.Namespace) -> None:
     }
     manager = EngineManager(device=args.device, log_dir=str(out.with_name(out.stem + "-logs")))
     took: dict[str, list[float]] = {}
-    cycle = schedule(variants)
+    cycle = schedule(cards, [float(c) for c in args.cycle.split(",") if c])
     position = 0
     failures: dict[str, int] = {}
     for name, facts in cards.items():
@@ -388,6 +394,9 @@ def main() -> None:
     ap.add_argument("--model", default=None,
                     help="base card (default: llama-3.1-8b on GPU, tiny-llama-2l on CPU)")
     ap.add_argument("--changes", default="4,2,1", help="decode-cost changes in percent")
+    ap.add_argument("--cycle", default="2,4,2,1",
+                    help="order of the variants' engine starts, each after a base start "
+                         "(default: 2,4,2,1: the 2%% change gets twice the starts)")
     ap.add_argument("--granule", type=int, default=None,
                     help="intermediate_size step (default: 32 on GPU, 8 on CPU)")
     ap.add_argument("--batch", type=int, default=24)
