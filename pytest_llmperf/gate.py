@@ -64,6 +64,7 @@ class Verdict:
     messages: list[str] = field(default_factory=list)
     failed_test: bool = False
     confirmations: int = 0  # engine starts added because the gate was inconclusive
+    base_result: PerfResult | None = None  # paired A/B: the base commit's side, pooled
 
     @property
     def regressed(self) -> bool:

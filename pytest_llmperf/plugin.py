@@ -345,8 +345,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def _dump_plans(session: pytest.Session, path: str) -> None:
+    import json
+
     from .ab import plan_json
-    from .report import write_json_atomic
+    from .atomic import write_atomic
 
     tests: dict[str, Any] = {}
     cwd = Path.cwd()
@@ -360,7 +362,7 @@ def _dump_plans(session: pytest.Session, path: str) -> None:
     failed = reporter.stats.get("error", []) if reporter is not None else []
     errors = {r.nodeid: (str(r.longrepr).strip().splitlines() or ["error"])[-1]
               for r in failed if getattr(r, "nodeid", None)}
-    write_json_atomic(path, {"tests": tests, "errors": errors})
+    write_atomic(Path(path), json.dumps({"tests": tests, "errors": errors}).encode("utf-8"))
 
 
 def _plan_base(config: pytest.Config, llm: LLMPerfSession) -> None:
@@ -769,8 +771,11 @@ def _gate_paired(item: pytest.Item, session: LLMPerfSession, plan: Plan, verdict
     run = run_paired(head, base, measure=measure, values=_gated_values,
                      starts=session.ab_starts, confirm=session.confirm,
                      tolerances=session.tolerances(plan.spec), noise=noise, first_head=first)
+    from .results import pool_starts
+
     verdict.baseline_status, verdict.comparison = "paired", run.comparison
     verdict.confirmations = run.confirmations
+    verdict.base_result = pool_starts(run.base)  # the reports' "base" side
     python = f" (base on {session.ab_python})" if session.ab_python else ""
     verdict.messages.append(f"paired against {ref}{python}: engine starts "
                             + ", ".join(run.order))

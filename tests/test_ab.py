@@ -144,9 +144,12 @@ def test_changed_card_is_paired_interleaved_and_regresses(
     base_card = [m for m in fake.started if m != "models/tiny"]
     assert len(fake.started) == 4 and len(base_card) == 2
     assert all("llmperf-base-" in m for m in base_card)
-    gate = json.loads((pytester.path / "out.json").read_text())["tests"][0]["gate"]
-    assert gate["mode"] == "paired" and gate["state"] == "regression"
-    assert gate["starts"] == [2, 2]
+    [test] = json.loads((pytester.path / "out.json").read_text())["tests"]
+    assert test["baseline_status"] == "paired" and test["outcome"] == "regression"
+    assert len(test["base"]["trials"]) == 2 * 3  # the base side: 2 starts of 3 trials
+    tput = next(r for r in test["comparison"] if r["metric"] == "output_tok_s")
+    assert tput["change"] == pytest.approx(-0.5)  # 4 layers instead of 2 in the fake
+    assert tput["verdict"] == "regression" and tput["mde"] is not None
     assert len(worktrees(pytester.path)) == 1  # the base checkout is gone
 
 
@@ -222,7 +225,7 @@ def test_ab_end_to_end_on_real_engines(pytester: pytest.Pytester) -> None:
         "*paired against base (*): engine starts head, base, head, base*",
     ])
     [test] = json.loads((pytester.path / "out.json").read_text())["tests"]
-    assert test["gate"]["mode"] == "paired" and test["gate"]["starts"] == [2, 2]
+    assert test["baseline_status"] == "paired" and len(test["base"]["trials"]) == 6
     tpot = next(r for r in test["comparison"] if r["metric"] == "tpot_p50_ms")
     assert tpot["change"] > 0.3  # three times the layers
     assert len(worktrees(pytester.path)) == 1
