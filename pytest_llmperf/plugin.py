@@ -775,7 +775,8 @@ def _gate_paired(item: pytest.Item, session: LLMPerfSession, plan: Plan, verdict
 
     verdict.baseline_status, verdict.comparison = "paired", run.comparison
     verdict.confirmations = run.confirmations
-    verdict.base_result = pool_starts(run.base)  # the reports' "base" side
+    verdict.base_result = pool_starts(run.base, "base commit")  # the reports' "base" side
+    verdict.result = pool_starts(run.head, "head")
     python = f" (base on {session.ab_python})" if session.ab_python else ""
     verdict.messages.append(f"paired against {ref}{python}: engine starts "
                             + ", ".join(run.order))

@@ -205,14 +205,14 @@ def _pool(trials: tuple[TrialResult, ...], attr: str) -> Distribution:
     )
 
 
-def pool_starts(starts: Sequence[PerfResult]) -> PerfResult:
+def pool_starts(starts: Sequence[PerfResult], what: str = "baseline") -> PerfResult:
     """One result holding the trials of several engine starts of one workload (the
-    first start's engine facts), as a baseline recorded over those starts reports it."""
+    first start's engine facts), e.g. a baseline recorded over those starts."""
     first = starts[0]
     if len(starts) == 1:
         return first
     return replace(
         first,
         trials=tuple(t for r in starts for t in r.trials),
-        notes=(*first.notes, f"baseline pooled over {len(starts)} engine starts"),
+        notes=(*first.notes, f"{what} pooled over {len(starts)} engine starts"),
     )
