@@ -171,23 +171,44 @@ def collect(args: argparse.Namespace) -> None:
 
 
 def _load(paths: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Starts of every file in order, with ids unique across files; and the first meta."""
+    """Starts of every file in order, with ids unique across files; and the first meta.
+
+    Also reads ``gate_proof.py`` files (issue 3's H100 data: each engine start ran the
+    workload plainly and with injected throughput slowdowns): plain runs are base
+    starts, slowed ones variant ``slow-N%`` starts of the same engine start, which are
+    only ever paired with base starts of *other* engine starts. ``PATH:plain`` keeps a
+    file's plain runs only.
+    """
+    from pytest_llmperf.gate import CPU_UNGATED
     from pytest_llmperf.results import PerfResult
 
     starts: list[dict[str, Any]] = []
     meta: dict[str, Any] = {}
-    for i, path in enumerate(paths):
+    for i, spec in enumerate(paths):
+        path, plain_only = (spec[:-6], True) if spec.endswith(":plain") else (spec, False)
         with open(path) as f:
             doc = json.load(f)
-        meta = meta or doc["meta"]
-        for s in doc["starts"]:
-            values = PerfResult.from_json(s["result"]).metric_values()
-            if meta.get("device", doc["meta"].get("device")) == "cpu":
-                from pytest_llmperf.gate import CPU_UNGATED
-
+        if "runs" in doc:  # gate_proof.py
+            runs = [r for r in doc["runs"] if not (plain_only and r["slowdown"] > 0)]
+            meta = meta or {"device": "gpu", "cards": {}}
+            rows = []
+            for r in runs:
+                name = BASE if r["slowdown"] == 0 else f"slow-{r['slowdown']:.0%}"
+                if name != BASE:
+                    meta["cards"][name] = {"expected_decode_cost_change": r["slowdown"]}
+                rows.append((2 * r["start"], name, r["result"]))
+        else:
+            meta = meta or doc["meta"]
+            rows = [(s["seq"], s["config"], s["result"]) for s in doc["starts"]
+                    if not (plain_only and s["config"] != BASE)]
+        for seq, name, data in rows:
+            result = PerfResult.from_json(data)
+            values = result.metric_values()
+            if result.device == "cpu":
                 values = {k: v for k, v in values.items() if k not in CPU_UNGATED}
-            starts.append({"id": f"{i}:{s['seq']}", "file": i, "seq": s["seq"],
-                           "config": s["config"], "values": values})
+            starts.append({"id": f"{i}:{seq}:{name}", "file": i, "seq": seq, "config": name,
+                           "values": values})
+        meta.setdefault("vllm_version", rows and PerfResult.from_json(rows[0][2]).vllm_version)
     return starts, meta
 
 

@@ -52,7 +52,8 @@ def _noise(sigma: float, df: int = 20) -> dict[str, NoiseEstimate]:
         (0.05, 0.001, "regression"),   # significantly worse and beyond tolerance
         (0.0195, 0.001, "regression"),  # significant, and the tolerance not ruled out
         (0.01, 0.001, "ok"),           # a real but small loss, shown below tolerance
-        (0.0, 0.02, "inconclusive"),   # too noisy to tell either way
+        (0.0, 0.02, "ok"),             # too noisy to show anything, nothing suspect
+        (0.03, 0.02, "inconclusive"),  # looks beyond tolerance, not significant
         (-0.05, 0.001, "improvement"),
     ],
 )
@@ -64,6 +65,15 @@ def test_allowance_raises_the_bar_for_a_regression() -> None:
     test = StartTest(0.025, 0.002, 30, 4)
     assert decide(test, 0.02) == "regression"
     assert decide(test, 0.02, allowance=0.03) == "inconclusive"
+
+
+def test_stored_variant_needs_the_point_beyond_tolerance() -> None:
+    """Machine-to-machine drift near the tolerance is significant but no regression."""
+    drift = StartTest(0.018, 0.002, 30, 4)
+    assert decide(drift, 0.02) == "regression"  # paired: not shown within tolerance
+    assert decide(drift, 0.02, allowance=0.005, require_point=True) == "inconclusive"
+    beyond = StartTest(0.025, 0.002, 30, 4)
+    assert decide(beyond, 0.02, allowance=0.005, require_point=True) == "regression"
 
 
 # --- MDE -----------------------------------------------------------------------------
@@ -140,7 +150,7 @@ def test_improvements_never_regress(change: float, n: int) -> None:
 
 def test_noisy_pairs_are_inconclusive_and_say_how_many_starts_resolve_it() -> None:
     base = [_start(1.0), _start(1.0)]
-    head = [_start(1.03), _start(0.99)]
+    head = [_start(1.05), _start(1.01)]
     cmp = compare_paired(base, head, noise=_noise(0.02, df=2))
     assert cmp.state == "inconclusive"
     tput = next(r for r in cmp.rows if r.metric == "output_tok_s")
