@@ -296,31 +296,51 @@ def analyse(paths: Sequence[str], limit: int = 2000) -> dict[str, Any]:
                               "workload": meta.get("workload"),
                               "starts": {c: sum(s["config"] == c for s in starts)
                                          for c in [BASE, *variants]},
-                              "paired": {}, "stored_v2": {}, "stored_v1": {}, "measured": {}}
+                              "paired": {}, "stored_v2": {}, "stored_v2_confirmed": {},
+                              "stored_v1": {}, "measured": {}}
 
-    def paired(pairs_sets: list[list[tuple[dict[str, Any], dict[str, Any]]]]) -> dict[str, Any]:
+    def paired(pairs_sets: list[list[tuple[dict[str, Any], dict[str, Any]]]],
+               confirm_from: list[list[tuple[dict[str, Any], dict[str, Any]]]] | None = None
+               ) -> dict[str, Any]:
+        """Tally paired verdicts; with ``confirm_from``, an inconclusive set takes the
+        verdict of the first larger set that contains it (one confirmation pair)."""
         states, alarms = [], []
         for combo in pairs_sets:
-            used = {s["id"] for pair in combo for s in pair}
-            prior = _prior(bases, used, combo[0][1]["seq"])
-            cmp = compare_paired([b["values"] for b, _ in combo], [h["values"] for _, h in combo],
-                                 noise=prior)
+            cmp = _decide_paired(combo)
+            if cmp.state == "inconclusive" and confirm_from:
+                ids = {s["id"] for pair in combo for s in pair}
+                bigger = next((c for c in confirm_from
+                               if ids <= {s["id"] for pair in c for s in pair}), None)
+                if bigger is not None:
+                    cmp = _decide_paired(bigger)
             states.append(cmp.state)
             if cmp.state == "regression":
                 alarms.append(" ".join(f"{r.metric} {r.change:+.2%}" for r in cmp.regressions))
         return {**_tally(states), "regressions_seen": sorted(set(alarms))[:5]}
 
+    def _decide_paired(combo: list[tuple[dict[str, Any], dict[str, Any]]]) -> Any:
+        used = {s["id"] for pair in combo for s in pair}
+        prior = _prior(bases, used, combo[0][1]["seq"])
+        return compare_paired([b["values"] for b, _ in combo], [h["values"] for _, h in combo],
+                              noise=prior)
+
+    sets: dict[tuple[str, int], list[Any]] = {}
     for pairs in (1, 2, 3):
-        key = f"{pairs}_pair{'s' if pairs > 1 else ''}"
-        report["paired"].setdefault("A/A", {})[key] = paired(_aa_sets(bases, pairs, limit))
+        sets[("A/A", pairs)] = _aa_sets(bases, pairs, limit)
         for v in variants:
             heads = [s for s in starts if s["config"] == v]
-            report["paired"].setdefault(v, {})[key] = paired(_paired_sets(heads, bases, pairs, limit))
+            sets[(v, pairs)] = _paired_sets(heads, bases, pairs, limit)
+    for v in ["A/A", *variants]:
+        for pairs in (1, 2, 3):
+            key = f"{pairs}_pair{'s' if pairs > 1 else ''}"
+            report["paired"].setdefault(v, {})[key] = paired(sets[(v, pairs)])
+        report["paired"][v]["2_pairs_confirmed"] = paired(sets[(v, 2)], sets[(v, 3)])
 
-    # Stored-baseline gates: 3 base starts recorded as the baseline, one start as the run.
+    # Stored-baseline gates: 3 base starts recorded as the baseline, one start as the
+    # run; v2 also with one confirmation start (the run's config, next in time).
     for v in ["A/A", *variants]:
         runs = bases if v == "A/A" else [s for s in starts if s["config"] == v]
-        v2, v1 = [], []
+        v2, v2c, v1 = [], [], []
         for baseline in itertools.combinations(bases, 3):
             ids = {b["id"] for b in baseline}
             medians: dict[str, list[float]] = {}
@@ -335,12 +355,22 @@ def analyse(paths: Sequence[str], limit: int = 2000) -> dict[str, Any]:
             for run in runs:
                 if run["id"] in ids:
                     continue
-                v2.append(compare_to_starts([run["values"]], medians, noise=noise).state)
+                state = compare_to_starts([run["values"]], medians, noise=noise).state
+                v2.append(state)
+                if state == "inconclusive":
+                    more = sorted((r for r in runs if r["id"] not in ids and r["id"] != run["id"]
+                                   and r["file"] == run["file"]),
+                                  key=lambda r: abs(r["seq"] - run["seq"]))
+                    if more:
+                        state = compare_to_starts([run["values"], more[0]["values"]], medians,
+                                                  noise=noise).state
+                v2c.append(state)
                 old = compare_to_baseline(run["values"], pooled)
                 v1.append("regression" if old.regressions else "pass")
                 if len(v2) >= limit:
                     break
         report["stored_v2"][v] = _tally(v2)
+        report["stored_v2_confirmed"][v] = _tally(v2c)
         report["stored_v1"][v] = _tally(v1)
 
     # What each change measured: median over neighbouring (base, variant) start pairs.
@@ -375,6 +405,7 @@ def markdown(report: dict[str, Any]) -> str:
              "regression | inconclusive | pass |", "| --- | --- | --- | --- | --- | --- |"]
     variants = [v for v in report["measured"]]
     for gate, key in (("paired, 1 pair", "1_pair"), ("paired, 2 pairs", "2_pairs"),
+                      ("paired, 2 pairs + 1 confirmation", "2_pairs_confirmed"),
                       ("paired, 3 pairs", "3_pairs")):
         for v in ["A/A", *variants]:
             t = report["paired"][v][key]
@@ -382,6 +413,7 @@ def markdown(report: dict[str, Any]) -> str:
                 continue
             lines.append(_md_row(gate, v, report, t))
     for gate, key in (("stored v2 (3-start baseline)", "stored_v2"),
+                      ("stored v2 + 1 confirmation", "stored_v2_confirmed"),
                       ("stored v1 (3-start pooled trials)", "stored_v1")):
         for v in ["A/A", *variants]:
             t = report[key][v]
