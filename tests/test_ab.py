@@ -181,6 +181,29 @@ def test_base_side_interpreter_and_starts(pytester: pytest.Pytester,
     ])
 
 
+def test_base_that_does_not_collect_falls_back_with_the_reason(
+    pytester: pytest.Pytester, fake: fake_engine.FakeEngines
+) -> None:
+    git(pytester.path, "init", "-q")
+    git(pytester.path, "config", "user.email", "t@example.com")
+    git(pytester.path, "config", "user.name", "t")
+    (pytester.path / "models" / "tiny").mkdir(parents=True)
+    shutil.copy(TINY_CARD, pytester.path / "models" / "tiny" / "config.json")
+    (pytester.path / "test_perf.py").write_text("import no_such_module\n")
+    git(pytester.path, "add", ".")
+    git(pytester.path, "commit", "-qm", "broken base")
+    git(pytester.path, "tag", "base")
+    (pytester.path / "test_perf.py").write_text(SUITE.format(extra=""))
+    git(pytester.path, "commit", "-qam", "fixed")
+    result = pytester.runpytest("--llmperf-ab", "base")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([
+        "*test_tiny: no paired run: the base commit's test_perf.py does not collect: "
+        "*no_such_module*gated against the stored baseline*",
+    ])
+    assert len(fake.started) == 1 and len(worktrees(pytester.path)) == 1
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
