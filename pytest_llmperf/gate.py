@@ -88,7 +88,6 @@ class Verdict:
             against = ("the base commit" if self.comparison.mode == "paired"
                        else "the baseline")
             parts.append(f"regression against {against} ({names}):\n{self.comparison.table()}")
-            parts.extend(self.comparison.notes)
         parts.extend(self.messages)
         return "\n\n".join(parts)
 

@@ -722,6 +722,8 @@ def _gate_against_store(item: pytest.Item, session: LLMPerfSession, plan: Plan, 
         comparison, verdict.confirmations = settle(decide, another, session.confirm)
     verdict.baseline_status, verdict.comparison = status, comparison
     verdict.messages.extend(messages)
+    if comparison is not None:
+        verdict.messages.extend(comparison.notes)  # the noise's source, unresolvable tolerances
     if status in ("missing", "stale"):
         where = session.store.path_for(suite)
         text = f"{item.nodeid}: {messages[0]} ({where})"
@@ -780,6 +782,7 @@ def _gate_paired(item: pytest.Item, session: LLMPerfSession, plan: Plan, verdict
     python = f" (base on {session.ab_python})" if session.ab_python else ""
     verdict.messages.append(f"paired against {ref}{python}: engine starts "
                             + ", ".join(run.order))
+    verdict.messages.extend(run.comparison.notes)
     return True
 
 
@@ -793,7 +796,6 @@ def _report_inconclusive(item: pytest.Item, session: LLMPerfSession, verdict: An
     text = (f"{item.nodeid}: gate inconclusive{extra} ({names}): the data cannot tell a "
             "change within tolerance from a regression here")
     verdict.messages.append(text.split(": ", 1)[1])
-    verdict.messages.extend(cmp.notes)
     if session.strict:
         verdict.limit_failures.append(f"{text} [--llmperf-strict]\n{cmp.table()}")
     else:

@@ -240,15 +240,17 @@ def _row(spec: MetricSpec, test: StartTest, base_value: float, current_value: fl
 
 
 def _mde_notes(rows: Sequence[MetricComparison], unit: str) -> list[str]:
-    notes = []
+    """One line naming every metric whose tolerance this runner cannot resolve."""
+    parts = []
     for r in rows:
         if r.mde is None or r.mde <= r.tolerance or r.verdict == "regression":
             continue
-        more = (f"about {r.starts_needed} {unit} would resolve it" if r.starts_needed
-                else f"more than {MAX_STARTS} {unit} would be needed")
-        notes.append(f"{r.metric}: a {r.tolerance:.1%} tolerance cannot be resolved here "
-                     f"(detectable with {POWER:.0%} power: {r.mde:.1%}); {more}")
-    return notes
+        more = (f"~{r.starts_needed} {unit} would" if r.starts_needed
+                else f"more than {MAX_STARTS} {unit} would")
+        parts.append(f"{r.metric} {r.tolerance:.1%} (detectable: {r.mde:.1%}; {more})")
+    if not parts:
+        return []
+    return [f"tolerance cannot be resolved here with {POWER:.0%} power for: " + ", ".join(parts)]
 
 
 def compare_paired(

@@ -156,7 +156,8 @@ def test_noisy_pairs_are_inconclusive_and_say_how_many_starts_resolve_it() -> No
     tput = next(r for r in cmp.rows if r.metric == "output_tok_s")
     assert tput.mde is not None and tput.mde > tput.tolerance
     assert tput.starts_needed is None or tput.starts_needed > 2
-    assert any("output_tok_s: a 2.0% tolerance cannot be resolved here" in n for n in cmp.notes)
+    assert any("tolerance cannot be resolved here with 90% power for: " in n
+               and "output_tok_s 2.0% (detectable: " in n for n in cmp.notes)
     assert "detectable" in cmp.table()
 
 
