@@ -332,14 +332,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Dump the plans (in the base-planning subprocess), or plan the base side."""
+    """Check the baseline files before any engine starts, and plan the base side of a
+    paired run (or, in the base-planning subprocess, dump the plans)."""
     config = session.config
     llm = config.stash.get(_SESSION, None)
     if llm is None:
         return
     if config.option.llmperf_dump_plans:
         _dump_plans(session, config.option.llmperf_dump_plans)
-    elif llm.ab_ref is not None and not config.option.collectonly and any(
+        return
+    _check_baselines(session)
+    if llm.ab_ref is not None and not config.option.collectonly and any(
             item.stash.get(_PLAN, None) is not None for item in session.items):
         _plan_base(config, llm)
 
@@ -482,7 +485,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items[:] = [items[i] for i in ranked]
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
+def _check_baselines(session: pytest.Session) -> None:
     """Read every baseline file the selected perf tests use, before any engine starts.
 
     A file that cannot be used fails its tests at setup (their engine never starts)

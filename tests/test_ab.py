@@ -211,7 +211,7 @@ def test_base_that_does_not_collect_falls_back_with_the_reason(
         (["--llmperf-ab-starts=3"], "*--llmperf-ab-starts needs --llmperf-ab REF*"),
         (["--llmperf-ab", "base", "--llmperf-ab-starts=0"], "*must be at least 1*"),
         (["--llmperf-ab", "base", "--llmperf-ab-python=/nonexistent/python"],
-         "*--llmperf-ab-python='/nonexistent/python': not an executable file*"),
+         "*--llmperf-ab-python=/nonexistent/python: not an executable file*"),
         (["--llmperf-ab", "base", "--llmperf-update-baselines"], "*use one at a time*"),
     ],
 )

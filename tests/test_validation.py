@@ -228,7 +228,7 @@ def _record_then_corrupt(pytester: pytest.Pytester, content: bytes) -> Path:
          '$.entries.test_a.metrics.output_tok_s.median: -5.0 is less than or equal to the minimum of 0'),
         (lambda d: d.update(schema_version=7),
          "$.schema_version: unsupported schema_version 7; this version of pytest-llmperf reads "
-         "schema_version 1 (written by a newer pytest-llmperf? upgrade it)"),
+         "schema_version 1, 2 (written by a newer pytest-llmperf? upgrade it)"),
         (lambda d: d["entries"]["test_a"].update(colour="red"),
          "$.entries.test_a: Additional properties are not allowed ('colour' was unexpected)"),
     ],
