@@ -250,5 +250,5 @@ def test_ab_end_to_end_on_real_engines(pytester: pytest.Pytester) -> None:
     [test] = json.loads((pytester.path / "out.json").read_text())["tests"]
     assert test["baseline_status"] == "paired" and len(test["base"]["trials"]) == 6
     tpot = next(r for r in test["comparison"] if r["metric"] == "tpot_p50_ms")
-    assert tpot["change"] > 0.3  # three times the layers
+    assert tpot["change"] > 0.05 and tpot["verdict"] == "regression"  # 3x the layers
     assert len(worktrees(pytester.path)) == 1
