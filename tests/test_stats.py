@@ -144,7 +144,8 @@ def test_higher_confidence_gives_a_wider_interval(
 ) -> None:
     lo90, hi90 = bootstrap_ratio_ci(current, baseline, confidence=0.90, seed=seed)
     lo99, hi99 = bootstrap_ratio_ci(current, baseline, confidence=0.99, seed=seed)
-    assert lo99 <= lo90 <= hi90 <= hi99
+    eps = 1e-12  # scipy interpolates each percentile on its own: equal ones may differ by an ulp
+    assert lo99 <= lo90 * (1 + eps) and lo90 <= hi90 and hi90 <= hi99 * (1 + eps)
 
 
 @FAST
