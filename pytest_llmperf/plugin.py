@@ -792,6 +792,10 @@ def _gate_paired(item: pytest.Item, session: LLMPerfSession, plan: Plan, verdict
 def _report_inconclusive(item: pytest.Item, session: LLMPerfSession, verdict: Any) -> None:
     """An inconclusive gate passes with a warning (fails with --llmperf-strict)."""
     if not verdict.inconclusive:
+        if verdict.confirmations:
+            unit = "pair" if verdict.baseline_status == "paired" else "engine start"
+            verdict.messages.append(f"the gate was inconclusive, then decided after "
+                                    f"{verdict.confirmations} confirmation {unit}(s)")
         return
     cmp = verdict.comparison
     names = ", ".join(r.metric for r in cmp.inconclusive)
