@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pytest_llmperf.gate import settle
 from pytest_llmperf.metrics import METRICS
 from pytest_llmperf.noise import FALLBACK_DF, NoiseEstimate, estimate_noise, fallback_noise
+from pytest_llmperf.regression import Comparison, MetricComparison
 from pytest_llmperf.startgate import (
     ALPHA,
     POWER,
@@ -244,3 +246,33 @@ def test_noise_from_the_test_the_file_or_the_constant() -> None:
 def test_noise_rejects_non_positive_medians() -> None:
     with pytest.raises(ValueError, match="positive"):
         estimate_noise("output_tok_s", [100.0, 0.0, 1.0])
+
+
+# --- confirmation starts (gate.settle) -----------------------------------------------
+
+
+def _cmp(verdict: str, needed: int | None, have: int) -> Comparison:
+    row = MetricComparison("output_tok_s", "tok/s", "higher", 100.0, 97.0, -0.03, 0.0, 0.05,
+                           0.02, 0.0, verdict, mde=0.04, starts_needed=needed)  # type: ignore[arg-type]
+    return Comparison((row,), mode="paired", starts=(have, have))
+
+
+def test_settle_adds_starts_while_inconclusive_and_reachable() -> None:
+    script = [_cmp("inconclusive", 3, 2), _cmp("inconclusive", 3, 3), _cmp("regression", 3, 4)]
+    added: list[int] = []
+    cmp, n = settle(lambda: script[len(added)], lambda: added.append(1), confirm=5)
+    assert cmp.state == "regression" and n == 2
+
+
+def test_settle_stops_at_the_limit_and_when_out_of_reach() -> None:
+    added: list[int] = []
+    cmp, n = settle(lambda: _cmp("inconclusive", 3, 2 + len(added)),
+                    lambda: added.append(1), confirm=1)
+    assert cmp.state == "inconclusive" and n == 1  # --llmperf-confirm=1
+    added.clear()
+    cmp, n = settle(lambda: _cmp("inconclusive", 40, 2), lambda: added.append(1), confirm=2)
+    assert n == 0 and not added  # 40 starts needed: two more would only cost time
+    cmp, n = settle(lambda: _cmp("inconclusive", None, 2), lambda: added.append(1), confirm=2)
+    assert n == 0 and not added
+    cmp, n = settle(lambda: _cmp("ok", 2, 2), lambda: added.append(1), confirm=2)
+    assert cmp.state == "pass" and n == 0
