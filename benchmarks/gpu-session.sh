@@ -27,8 +27,8 @@ proof)
   ;;
 gate-v2)
   # Gate v2 proof (issue 13): interleaved engine starts of Llama-3.1-8B and its 1/2/4%
-  # MLP-widened cards within a wall-clock budget (default 450 s); analysed offline.
-  $PY benchmarks/gate_v2_proof.py --budget-s "${2:-450}" --out $OUT/gate-v2.json > $OUT/6-gate-v2.txt 2>&1
+  # MLP-widened cards within a wall-clock budget (default 480 s); analysed offline.
+  $PY benchmarks/gate_v2_proof.py --budget-s "${2:-480}" --out $OUT/gate-v2.json > $OUT/6-gate-v2.txt 2>&1
   ;;
 esac
 tail -n 25 $OUT/*.txt
