@@ -149,6 +149,7 @@ class EngineHandle:
             device=self.device,
             vllm_version=self.vllm_version,
             notes=tuple(notes),
+            counters={k: float(v) for k, v in (reply.get("counters") or {}).items()},
         )
 
     def stop(self, timeout_s: float = 60.0) -> None:

@@ -18,8 +18,21 @@ from typing import Any
 _KV_TOKENS = re.compile(r"KV cache size: ([\d,]+) tokens")
 _CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
 _WEIGHTS = re.compile(r"Model loading took ([\d.]+) GiB")
-# GPU: "Available KV cache memory: 54.31 GiB"; CPU: "Auto set (1.05/8.34) GiB for KV cache"
-_KV_GIB = re.compile(r"Available KV cache memory: ([\d.]+) GiB|Auto set \(([\d.]+)/[\d.]+\) GiB for KV cache")
+# GPU: "Available KV cache memory: 54.31 GiB"; CPU: "Auto set (1.05/8.34) GiB for KV cache",
+# or "Explicitly set (...)" when kv_cache_memory_bytes is given.
+_KV_GIB = re.compile(r"Available KV cache memory: ([\d.]+) GiB"
+                     r"|(?:Auto|Explicitly) set \(([\d.]+)/[\d.]+\) GiB for KV cache")
+# vLLM's own counters (Prometheus names, the same in 0.25 and 0.32) whose change over a
+# run explains its numbers: requests preempted for lack of KV blocks, prefix-cache
+# lookups, and speculative decoding's drafts.
+ENGINE_COUNTERS = (
+    "vllm:num_preemptions",
+    "vllm:prefix_cache_queries",
+    "vllm:prefix_cache_hits",
+    "vllm:spec_decode_num_drafts",
+    "vllm:spec_decode_num_draft_tokens",
+    "vllm:spec_decode_num_accepted_tokens",
+)
 
 
 def engine_kwargs(engine: dict[str, Any], path: str, load_format: str) -> dict[str, Any]:
@@ -42,6 +55,13 @@ def engine_kwargs(engine: dict[str, Any], path: str, load_format: str) -> dict[s
                 "speculative_config"):
         if engine.get(key) is not None:
             kw[key] = engine[key]
+    spec = engine.get("speculative_config")
+    if spec:
+        # A draft model may be named by card, like the target.
+        from .cards import known_cards, resolve_model
+
+        if spec.get("model") in known_cards():
+            kw["speculative_config"] = {**spec, "model": resolve_model(spec["model"]).path}
     kw.update(engine.get("extra") or {})
     return kw
 
@@ -58,6 +78,20 @@ def parse_engine_log(text: str) -> dict[str, Any]:
     if m := _KV_GIB.search(text):
         facts["kv_cache_gib"] = float(m.group(1) or m.group(2))
     return facts
+
+
+def counter_totals(llm: Any) -> dict[str, float]:
+    """Current totals of :data:`ENGINE_COUNTERS` (summed over engines), from
+    ``llm.get_metrics()``, which needs ``disable_log_stats=False``; {} where it fails."""
+    try:
+        snapshot = llm.get_metrics()
+    except Exception:
+        return {}
+    totals: dict[str, float] = {}
+    for metric in snapshot:
+        if metric.name in ENGINE_COUNTERS and hasattr(metric, "value"):
+            totals[metric.name] = totals.get(metric.name, 0.0) + float(metric.value)
+    return totals
 
 
 def _redirect_output(log_path: str) -> None:
@@ -144,11 +178,14 @@ def worker_main(conn: Any, request: dict[str, Any]) -> None:
             workload = Workload.from_json(msg["workload"])
             t_run = time.perf_counter()
             run_index += 1
+            before = counter_totals(llm)
             trials = measure(llm, workload, int(model_config.get_vocab_size()),
                              check=sampler.disturbances, run_index=run_index)
             peak_dev, peak_proc = sampler.peak(t_run)
+            after = counter_totals(llm)
             conn.send({
                 "kind": "result",
+                "counters": {k: after[k] - before.get(k, 0.0) for k in after},
                 "trials": [t.to_json() for t in trials],
                 "peak_device_gib": peak_dev,
                 "peak_process_gib": peak_proc,

@@ -101,6 +101,29 @@ class PerfResult:
     device: str
     vllm_version: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Change of vLLM's own counters over the run, warm-up included (engine_worker.ENGINE_COUNTERS).
+    counters: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def preemptions(self) -> int | None:
+        """Requests vLLM preempted (out of KV blocks) during the run; None if not reported."""
+        value = self.counters.get("vllm:num_preemptions")
+        return None if value is None else int(value)
+
+    @property
+    def prefix_cache_hit_rate(self) -> float | None:
+        queries = self.counters.get("vllm:prefix_cache_queries")
+        if not queries:
+            return None
+        return self.counters.get("vllm:prefix_cache_hits", 0.0) / queries
+
+    @property
+    def spec_acceptance_rate(self) -> float | None:
+        """Accepted draft tokens / proposed draft tokens (speculative decoding only)."""
+        drafted = self.counters.get("vllm:spec_decode_num_draft_tokens")
+        if not drafted:
+            return None
+        return self.counters.get("vllm:spec_decode_num_accepted_tokens", 0.0) / drafted
 
     # Pooled latency over every request of every trial.
     @property
@@ -156,6 +179,8 @@ class PerfResult:
             values["peak_mem_gib"] = [self.memory.peak_process_gib]
         if self.memory.kv_cache_tokens is not None:
             values["kv_cache_tokens"] = [float(self.memory.kv_cache_tokens)]
+        if self.preemptions is not None:
+            values["preemptions"] = [float(self.preemptions)]
         return {k: v for k, v in values.items() if v and all(x == x for x in v)}
 
     def to_json(self) -> dict[str, Any]:
@@ -168,6 +193,7 @@ class PerfResult:
             "device": self.device,
             "vllm_version": self.vllm_version,
             "notes": list(self.notes),
+            "counters": dict(self.counters),
         }
 
     @classmethod
@@ -181,6 +207,7 @@ class PerfResult:
             device=data["device"],
             vllm_version=data.get("vllm_version", ""),
             notes=tuple(data.get("notes", ())),
+            counters=dict(data.get("counters", {})),
         )
 
 

@@ -55,6 +55,10 @@ def test_workload_numbers_are_sane(engine: EngineHandle) -> None:
     assert result.memory.peak_process_gib and result.memory.peak_process_gib > 0.1
     assert result.memory.kv_cache_tokens and result.memory.kv_cache_tokens >= 256
     assert result.memory.predicted_kv_bytes_per_token == 2 * 2 * 2 * 64 * 2  # 2 layers, 2 kv heads
+    # vLLM's own counters over the run, from llm.get_metrics(): nothing preempted with
+    # room for every request, and every prompt token was looked up in the prefix cache.
+    assert result.preemptions == 0
+    assert result.counters["vllm:prefix_cache_queries"] >= WORKLOAD.batch * WORKLOAD.input_len * WORKLOAD.trials
 
 
 def test_engine_is_reused_and_min_duration_adds_trials(engine: EngineHandle) -> None:
