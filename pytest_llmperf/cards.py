@@ -129,3 +129,32 @@ def decode_bytes_per_step(
     weights = (layers * (attn + mlp + 2 * hidden) + hidden + vocab * hidden) * nbytes
     kv = predicted_kv_bytes_per_token(config, dtype=dtype) or 0
     return float(weights + batch * context_len * kv)
+
+
+def predicted_weight_bytes(config: dict[str, Any], dtype: str = "auto") -> int | None:
+    """Weight bytes of a dense decoder (Llama, Qwen2, Mistral shapes) from its config.
+
+    Embedding and LM head (unless tied), per layer the Q/K/V/O projections, the gated
+    MLP (three matrices) and two norms; biases are ignored (under 0.1%). For the
+    Llama-3.1-8B card: 8.03e9 parameters, 14.96 GiB in bf16 (vLLM loads 15.0 GiB).
+    None when the config lacks a shape key or is not a plain dense decoder.
+    """
+    cfg = config.get("text_config", config)
+    try:
+        hidden = int(cfg["hidden_size"])
+        layers = int(cfg["num_hidden_layers"])
+        heads = int(cfg["num_attention_heads"])
+        kv_heads = int(cfg.get("num_key_value_heads") or heads)
+        head_dim = int(cfg.get("head_dim") or hidden // heads)
+        inter = int(cfg["intermediate_size"])
+        vocab = int(cfg["vocab_size"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if cfg.get("num_local_experts") or cfg.get("num_experts"):
+        return None  # mixture of experts: not this formula
+    attention = hidden * heads * head_dim * 2 + hidden * kv_heads * head_dim * 2
+    per_layer = attention + 3 * hidden * inter + 2 * hidden
+    embeddings = vocab * hidden * (1 if cfg.get("tie_word_embeddings") else 2)
+    params = embeddings + layers * per_layer + hidden
+    name = dtype if dtype != "auto" else str(cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16")
+    return params * _DTYPE_BYTES.get(name, 2)

@@ -142,3 +142,13 @@ def shutdown() -> None:
         import pynvml  # type: ignore[import-not-found, import-untyped, unused-ignore]
 
         pynvml.nvmlShutdown()
+
+
+def compute_capability(index: int = 0) -> tuple[int, int] | None:
+    """CUDA compute capability of a device, e.g. (9, 0) for an H100; None if unknown."""
+    try:
+        nv = _nvml()
+        cc = nv.nvmlDeviceGetCudaComputeCapability(nv.nvmlDeviceGetHandleByIndex(index))
+    except Exception:
+        return None
+    return int(cc[0]), int(cc[1])

@@ -136,6 +136,22 @@ METRICS: dict[str, MetricSpec] = {
         _spec("peak_mem_gib", "GiB", "lower", 0.03, 0.01, description="peak memory of the engine's processes"),
         _spec("kv_cache_tokens", "tokens", "higher", 0.02, 0.005, description="KV-cache capacity vLLM reports"),
         _spec("start_time_s", "s", "lower", 0.50, 0.30, gated=False, description="engine start (load, compile, graphs)"),
+        # Reported, not gated: they explain a result rather than measure speed.
+        _spec("preemptions", "requests", "lower", 0.50, 0.0, gated=False,
+              description="requests vLLM preempted for lack of KV blocks (vllm:num_preemptions)"),
+        # Derived in derived.py, reported beside throughput, never stored in baselines.
+        _spec("cost_per_mtok_usd", "USD", "lower", 0.02, 0.01, gated=False,
+              description="GPU cost per million output tokens (--llmperf-gpu-cost-per-hour)"),
+        _spec("cost_per_request_usd", "USD", "lower", 0.02, 0.01, gated=False,
+              description="GPU cost per successful request (--llmperf-gpu-cost-per-hour)"),
+        _spec("roofline_share", "fraction", "higher", 0.02, 0.01, gated=False,
+              description="decode bytes/s (weights + KV read per step) over the GPU's peak memory bandwidth"),
+        _spec("decode_bytes_s", "B/s", "higher", 0.02, 0.01, gated=False,
+              description="weights + KV bytes read per decode step / median TPOT"),
+        _spec("spec_acceptance_rate", "fraction", "higher", 0.05, 0.02, gated=False,
+              description="accepted / proposed draft tokens in speculative decoding"),
+        _spec("prefix_cache_hit_rate", "fraction", "higher", 0.05, 0.02, gated=False,
+              description="prefix-cache hits / queried tokens"),
     )
 }
 

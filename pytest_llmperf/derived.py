@@ -1,0 +1,79 @@
+"""Figures derived from a measured result: what it costs, and how close it is to the hardware.
+
+- Cost: a GPU-hour price turns throughput into dollars per million output tokens and
+  per successful request, the figures a capacity plan is made of.
+- Roofline: a decode step reads every weight once plus the KV cache of every running
+  sequence, so bytes per step / time per step is the memory bandwidth a decode-bound
+  run achieves; over the GPU's peak (NVML: 2 x max memory clock x bus width / 8) it
+  says how far the run is from the physical limit (on an H100, 3.35 TB/s).
+
+Pure arithmetic over results: no pytest, no vLLM, no NVML here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .results import PerfResult
+
+GIB = 2**30
+
+
+def cost_figures(result: PerfResult, usd_per_gpu_hour: float, gpus: int) -> dict[str, float]:
+    """``cost_per_mtok_usd`` and ``cost_per_request_usd`` at a price per GPU-hour."""
+    usd_per_s = usd_per_gpu_hour * gpus / 3600.0
+    out: dict[str, float] = {}
+    if result.output_tok_s > 0:
+        out["cost_per_mtok_usd"] = usd_per_s / result.output_tok_s * 1e6
+    if result.requests_s > 0:
+        out["cost_per_request_usd"] = usd_per_s / result.requests_s
+    return out
+
+
+def decode_bound(result: PerfResult) -> bool:
+    """True when decoding, not prefill, takes most of a request's time."""
+    e2e = result.e2e.mean
+    tpot = result.tpot.p50
+    if not e2e or e2e != e2e or tpot != tpot or result.workload.output_len < 2:
+        return False
+    return tpot * (result.workload.output_len - 1) > 0.5 * e2e
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """Bytes one decode step reads, the bandwidth that achieves, and its share of peak."""
+
+    bytes_per_step: float
+    achieved_bytes_s: float
+    peak_bytes_s: float
+
+    @property
+    def share(self) -> float:
+        return self.achieved_bytes_s / self.peak_bytes_s
+
+
+def roofline(
+    result: PerfResult, weights_bytes: float, kv_bytes_per_token: int, peak_bytes_s_per_gpu: float
+) -> Roofline | None:
+    """Achieved decode bandwidth of a run, or None when it cannot be worked out.
+
+    Every running sequence reads, on average over the run, its prompt plus half its
+    output of KV cache per step; the step time is the median TPOT (one token per
+    sequence per step). With tensor parallelism the bytes and the peak both split
+    across the GPUs, so the share is the same per GPU and in total.
+    """
+    tpot_s = result.tpot.p50 / 1e3
+    if not tpot_s or tpot_s != tpot_s or weights_bytes <= 0 or peak_bytes_s_per_gpu <= 0:
+        return None
+    w = result.workload
+    concurrent = min(w.batch, result.engine.max_num_seqs or w.batch)
+    kv_tokens = concurrent * (w.input_len + (w.output_len - 1) / 2)
+    per_step = weights_bytes + kv_tokens * kv_bytes_per_token
+    return Roofline(per_step, per_step / tpot_s, peak_bytes_s_per_gpu * result.engine.tp)
+
+
+def weights_bytes(result: PerfResult, predicted: int | None) -> float | None:
+    """Weight bytes of the whole model: vLLM's per-GPU load size times TP, else the card's."""
+    if result.memory.weights_gib:
+        return result.memory.weights_gib * GIB * result.engine.tp
+    return float(predicted) if predicted else None

@@ -1,0 +1,191 @@
+"""Config sweeps: engine parameters x load -> a table, the Pareto front, the knee, the best config.
+
+The experiments practitioners run by hand before choosing a serving config (as
+``vllm bench sweep`` does): every combination of some engine parameters
+(``max_num_seqs``, ``max_num_batched_tokens`` ...) with every load point (batch,
+input and output lengths), each measured on a real engine. The caller supplies how
+one point is measured, ``run(engine, workload) -> PerfResult``, so the same sweep
+runs from a script with an :class:`~pytest_llmperf.engine.EngineManager` or from a
+test through the ``llmperf`` fixture. Nothing here imports pytest or vLLM.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .config import EngineConfig, Workload
+from .metrics import METRICS
+from .results import PerfResult
+
+Runner = Callable[[EngineConfig, Workload], PerfResult]
+
+
+class SweepError(ValueError):
+    """A sweep was asked for something it cannot do; the message names the key."""
+
+
+def metric(result: PerfResult, name: str) -> float | None:
+    """A catalogue metric of a result as one number (the median over trials)."""
+    if name not in METRICS:
+        raise SweepError(f"unknown metric {name!r}; known metrics: {', '.join(METRICS)}")
+    values = result.metric_values().get(name)
+    if name == "preemptions" and values is None and result.preemptions is not None:
+        return 0.0
+    return statistics.median(values) if values else None
+
+
+def grid(params: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the given values, in order: ``{"a": [1, 2], "b": [3]}`` ->
+    ``[{"a": 1, "b": 3}, {"a": 2, "b": 3}]``; an empty mapping is one empty point."""
+    for key, values in params.items():
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+            raise SweepError(f"sweep values of {key!r} must be a non-empty list, got {values!r}")
+    keys = list(params)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*params.values())]
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One measured combination: what was set, and what it gave."""
+
+    engine_params: dict[str, Any]
+    load: dict[str, Any]
+    result: PerfResult
+
+    def value(self, name: str) -> float | None:
+        return metric(self.result, name)
+
+    def label(self) -> str:
+        parts = [f"{k}={v}" for k, v in {**self.engine_params, **self.load}.items()]
+        return " ".join(parts) or "(base)"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """All points of a sweep, in the order they were measured."""
+
+    points: tuple[SweepPoint, ...]
+    columns: tuple[str, ...] = ("output_tok_s", "e2e_p50_ms", "ttft_p99_ms", "tpot_p50_ms",
+                                "preemptions")
+
+    def table(self) -> list[str]:
+        """An aligned text table, one row per point."""
+        header = ["point", *self.columns]
+        rows = [header]
+        for p in self.points:
+            cells = [p.label()]
+            for name in self.columns:
+                v = p.value(name)
+                cells.append("-" if v is None else f"{v:,.0f}" if name == "preemptions" else f"{v:,.2f}")
+            rows.append(cells)
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                           for i, (c, w) in enumerate(zip(r, widths, strict=True))) for r in rows]
+        lines.insert(1, "-" * len(lines[0]))
+        return lines
+
+    def pareto(self, throughput: str = "output_tok_s", latency: str = "e2e_p50_ms") -> list[SweepPoint]:
+        """Points no other point beats on both throughput (higher) and latency (lower),
+        sorted by latency: the configs worth choosing between."""
+        scored = [(p, p.value(throughput), p.value(latency)) for p in self.points]
+        valid = [(p, t, lat) for p, t, lat in scored if t is not None and lat is not None]
+        front = []
+        for p, t, lat in valid:
+            dominated = any(
+                t2 >= t and l2 <= lat and (t2 > t or l2 < lat) for _, t2, l2 in valid
+            )
+            if not dominated:
+                front.append((lat, p))
+        return [p for _, p in sorted(front, key=lambda x: x[0])]
+
+    def meets(self, point: SweepPoint, slo: Mapping[str, float]) -> bool:
+        """True when every metric in ``slo`` is on the good side of its bound."""
+        for name, bound in slo.items():
+            v = point.value(name)
+            if v is None:
+                return False
+            if (v > bound) if METRICS[name].direction == "lower" else (v < bound):
+                return False
+        return True
+
+    def best(self, slo: Mapping[str, float], by: str = "output_tok_s") -> SweepPoint | None:
+        """The point with the highest ``by`` among those meeting the SLO, or None."""
+        for name in slo:
+            if name not in METRICS:
+                raise SweepError(f"slo: unknown metric {name!r}; known metrics: {', '.join(METRICS)}")
+        ok = [p for p in self.points if self.meets(p, slo) and p.value(by) is not None]
+        return max(ok, key=lambda p: p.value(by) or 0.0) if ok else None
+
+    def largest_without_preemption(self, key: str) -> SweepPoint | None:
+        """The point with the largest ``key`` (an engine or load parameter) that ran
+        with no preemption; None when every point preempted."""
+        clean = [p for p in self.points if (p.result.preemptions or 0) == 0]
+        return max(clean, key=lambda p: {**p.engine_params, **p.load}[key]) if clean else None
+
+    def curve(self, x: str, y: str = "output_tok_s") -> list[tuple[float, float]]:
+        """(x, y) pairs sorted by x, for a sweep over one parameter."""
+        pairs = []
+        for p in self.points:
+            params = {**p.engine_params, **p.load}
+            v = p.value(y)
+            if x in params and v is not None:
+                pairs.append((float(params[x]), v))
+        return sorted(pairs)
+
+
+def knee(curve: Sequence[tuple[float, float]], min_gain: float = 0.15) -> float | None:
+    """Where a rising throughput curve stops paying: the first x after which the next
+    point gains less than ``min_gain`` (relative) over it. The last x when every step
+    still gains that much (no knee inside the range); None for an empty curve.
+
+    With batches that double, 0.15 reads "doubling the batch buys less than 15% more
+    tokens per second", which is where practitioners stop raising ``max_num_seqs``.
+    """
+    if not curve:
+        return None
+    for (x0, y0), (_, y1) in itertools.pairwise(curve):
+        if y0 > 0 and (y1 - y0) / y0 < min_gain:
+            return x0
+    return curve[-1][0]
+
+
+@dataclass
+class SweepRunner:
+    """Measures every engine-params x load combination with ``run`` and collects a Sweep.
+
+    Points are ordered engine-params first, so each engine config starts once.
+    """
+
+    run: Runner
+    engine: EngineConfig
+    workload: Workload
+    on_point: Callable[[SweepPoint], None] | None = None
+    points: list[SweepPoint] = field(default_factory=list)
+
+    def sweep(
+        self,
+        engine_params: Mapping[str, Sequence[Any]] | None = None,
+        loads: Sequence[Mapping[str, Any]] = ({},),
+    ) -> Sweep:
+        engine_keys = set(EngineConfig.__dataclass_fields__)
+        load_keys = set(Workload.__dataclass_fields__)
+        for key in engine_params or {}:
+            if key not in engine_keys:
+                raise SweepError(f"{key!r} is not an engine parameter (a load key belongs in loads=)")
+        for load in loads:
+            for key in load:
+                if key not in load_keys:
+                    raise SweepError(f"load key {key!r} is not a workload key")
+        for params in grid(engine_params or {}):
+            engine = replace(self.engine, **params)
+            for load in loads:
+                result = self.run(engine, replace(self.workload, **load))
+                point = SweepPoint(dict(params), dict(load), result)
+                self.points.append(point)
+                if self.on_point is not None:
+                    self.on_point(point)
+        return Sweep(tuple(self.points))

@@ -1,0 +1,148 @@
+"""The sweep helper, cost and roofline arithmetic, the memory budget and the leak check:
+pure logic over synthetic results (real engines run them in suites/)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from factories import make_result
+
+from pytest_llmperf.budget import BudgetError, parse_size, under_budget
+from pytest_llmperf.cards import predicted_weight_bytes, resolve_model
+from pytest_llmperf.config import EngineConfig, Workload
+from pytest_llmperf.derived import cost_figures, decode_bound, roofline
+from pytest_llmperf.footprint import Footprint, leaks
+from pytest_llmperf.sweep import SweepError, SweepRunner, grid, knee
+
+GIB = 2**30
+
+
+def fake_run(engine: EngineConfig, workload: Workload):
+    """Throughput grows with the batch up to 32 and then flattens; latency grows with it;
+    max_num_seqs above 24 preempts."""
+    tok_s = 100.0 * min(workload.batch, 32) * (1 + 0.001 * workload.batch)
+    result = make_result(output_tok_s=tok_s, tpot_ms=5.0 + workload.batch / 8,
+                         workload=workload, engine=engine)
+    return replace(result, counters={"vllm:num_preemptions": 3.0 if (engine.max_num_seqs or 0) > 24 else 0.0})
+
+
+def runner() -> SweepRunner:
+    return SweepRunner(fake_run, EngineConfig(model="tiny-llama-2l", max_num_seqs=8),
+                       Workload(batch=1, trials=2))
+
+
+def test_grid_is_the_cartesian_product_in_order() -> None:
+    assert grid({"a": [1, 2], "b": ["x"]}) == [{"a": 1, "b": "x"}, {"a": 2, "b": "x"}]
+    assert grid({}) == [{}]
+    with pytest.raises(SweepError, match="'a'"):
+        grid({"a": []})
+
+
+def test_batch_sweep_finds_the_knee_and_the_pareto_front() -> None:
+    sweep = runner().sweep(loads=[{"batch": b} for b in (1, 2, 4, 8, 16, 32, 64, 128)])
+    curve = sweep.curve("batch")
+    assert [x for x, _ in curve] == [1, 2, 4, 8, 16, 32, 64, 128]
+    assert knee(curve) == 32  # 32 -> 64 gains 3.6%
+    front = sweep.pareto()
+    # Higher batches raise both throughput and latency: all are on the front but the
+    # flat tail, where more latency buys almost nothing... and still a little.
+    assert front[0].load == {"batch": 1}
+    assert all(a.value("e2e_p50_ms") <= b.value("e2e_p50_ms") for a, b in zip(front, front[1:], strict=False))
+    assert len(sweep.table()) == 2 + 8
+
+
+def test_pareto_drops_dominated_points() -> None:
+    slow = runner().sweep(loads=[{"batch": 4}])
+    better = replace(slow.points[0], result=make_result(output_tok_s=9e9, tpot_ms=0.1))
+    from pytest_llmperf.sweep import Sweep
+
+    both = Sweep((slow.points[0], better))
+    assert both.pareto() == [better]
+
+
+def test_best_under_an_slo_and_largest_without_preemption() -> None:
+    sweep = runner().sweep(engine_params={"max_num_seqs": [8, 16, 32]}, loads=[{"batch": 16}])
+    assert sweep.largest_without_preemption("max_num_seqs").engine_params == {"max_num_seqs": 16}
+    assert sweep.best({"tpot_p50_ms": 1e9}).value("output_tok_s") == max(
+        p.value("output_tok_s") for p in sweep.points)
+    assert sweep.best({"tpot_p50_ms": 0.001}) is None
+    assert sweep.points[-1].value("preemptions") == 3
+    with pytest.raises(SweepError, match="unknown metric 'tpot'"):
+        sweep.best({"tpot": 1.0})
+
+
+def test_sweep_rejects_misplaced_keys() -> None:
+    with pytest.raises(SweepError, match="'batch' is not an engine parameter"):
+        runner().sweep(engine_params={"batch": [1]})
+    with pytest.raises(SweepError, match="'max_num_seqs' is not a workload key"):
+        runner().sweep(loads=[{"max_num_seqs": 4}])
+
+
+def test_knee_edge_cases() -> None:
+    assert knee([]) is None
+    assert knee([(1, 10.0), (2, 20.0), (4, 40.0)]) == 4  # still rising: no knee inside
+    assert knee([(1, 10.0), (2, 10.5)]) == 1
+
+
+def test_cost_per_million_tokens_and_per_request() -> None:
+    result = make_result(output_tok_s=1000.0)  # 8 requests of 128 tokens per trial
+    figures = cost_figures(result, usd_per_gpu_hour=3.6, gpus=1)
+    # $0.001 per second / 1000 tok/s = $1e-6 per token = $1 per million.
+    assert figures["cost_per_mtok_usd"] == pytest.approx(1.0)
+    assert figures["cost_per_request_usd"] == pytest.approx(0.001 / result.requests_s)
+    assert cost_figures(result, 3.6, gpus=2)["cost_per_mtok_usd"] == pytest.approx(2.0)
+
+
+def test_roofline_of_batch_one_decode_on_an_h100() -> None:
+    # The measured H100 point: 16.06 GB of weights per token in 6.6 ms = 2.43 TB/s, 73%.
+    w = Workload(batch=1, input_len=128, output_len=128)
+    result = make_result(tpot_ms=6.6, workload=w, engine=EngineConfig(model="llama-3.1-8b", max_num_seqs=1))
+    assert decode_bound(result)
+    line = roofline(result, weights_bytes=16.06e9, kv_bytes_per_token=131072, peak_bytes_s_per_gpu=3.35e12)
+    assert line is not None
+    assert line.achieved_bytes_s == pytest.approx(16.06e9 / 6.6e-3, rel=0.02)
+    assert line.share == pytest.approx(0.73, abs=0.02)
+
+
+def test_prefill_heavy_run_is_not_decode_bound() -> None:
+    w = Workload(batch=1, input_len=4096, output_len=2)
+    assert not decode_bound(make_result(tpot_ms=0.01, workload=w))
+
+
+def test_card_weights_match_what_vllm_loads() -> None:
+    assert predicted_weight_bytes(resolve_model("llama-3.1-8b").config) / GIB == pytest.approx(15.0, rel=0.01)
+
+
+@pytest.mark.parametrize(("text", "nbytes"), [("24GiB", 24 * GIB), ("24 GB", 24 * 10**9),
+                                              ("24", 24 * GIB), ("16384MiB", 16 * GIB)])
+def test_parse_size(text: str, nbytes: int) -> None:
+    assert parse_size(text) == nbytes
+
+
+@pytest.mark.parametrize("text", ["24XB", "", "-1GiB", "0"])
+def test_parse_size_rejects(text: str) -> None:
+    with pytest.raises(BudgetError):
+        parse_size(text)
+
+
+def test_budget_turns_utilization_into_a_share_of_the_big_gpu() -> None:
+    engine = EngineConfig(model="llama-3.1-8b", max_model_len=1024, gpu_memory_utilization=0.9)
+    on_h100 = under_budget(engine, resolve_model("llama-3.1-8b"), 24 * GIB, 80 * GIB)
+    assert on_h100.gpu_memory_utilization == pytest.approx(0.9 * 24 / 80)
+
+
+def test_budget_refuses_a_config_that_cannot_fit() -> None:
+    engine = EngineConfig(model="llama-3.1-8b", max_model_len=131072, gpu_memory_utilization=0.9)
+    with pytest.raises(BudgetError, match=r"does not fit.*weights 14.96 GiB.*131072-token request's KV cache 16.00 GiB"):
+        under_budget(engine, resolve_model("llama-3.1-8b"), 24 * GIB, 80 * GIB)
+    with pytest.raises(BudgetError, match="larger than this GPU"):
+        under_budget(engine, resolve_model("llama-3.1-8b"), 96 * GIB, 80 * GIB)
+
+
+def test_leaks_name_what_did_not_come_back() -> None:
+    idle = Footprint(device_gib=0.5, shm_mib=10, child_processes=0, rss_mib=500)
+    assert leaks(idle, Footprint(0.9, 40, 0, 600)) == []
+    found = leaks(idle, Footprint(2.5, 200, 2, 900))
+    assert len(found) == 4
+    assert "GPU memory 2.50 GiB in use, 0.50 GiB at idle" in found[0]
