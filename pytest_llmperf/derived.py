@@ -77,3 +77,20 @@ def weights_bytes(result: PerfResult, predicted: int | None) -> float | None:
     if result.memory.weights_gib:
         return result.memory.weights_gib * GIB * result.engine.tp
     return float(predicted) if predicted else None
+
+
+def figures_text(result: PerfResult, figures: dict[str, float]) -> str:
+    """Cost, roofline and vLLM's counters of a result as one line for the reports."""
+    parts = []
+    if "cost_per_mtok_usd" in figures:
+        parts.append(f"${figures['cost_per_mtok_usd']:,.3f} per M output tokens")
+    if "cost_per_request_usd" in figures:
+        parts.append(f"${figures['cost_per_request_usd']:,.5f} per request")
+    if "roofline_share" in figures:
+        parts.append(f"decode reads {figures.get('decode_bytes_s', 0.0) / 1e12:.2f} TB/s, "
+                     f"{figures['roofline_share']:.0%} of peak memory bandwidth")
+    if result.preemptions:
+        parts.append(f"{result.preemptions} preemption(s)")
+    if result.spec_acceptance_rate is not None:
+        parts.append(f"draft acceptance {result.spec_acceptance_rate:.0%}")
+    return "; ".join(parts)

@@ -65,6 +65,7 @@ class Verdict:
     failed_test: bool = False
     confirmations: int = 0  # engine starts added because the gate was inconclusive
     base_result: PerfResult | None = None  # paired A/B: the base commit's side, pooled
+    derived: dict[str, float] = field(default_factory=dict)  # derived.py: cost, roofline
 
     @property
     def regressed(self) -> bool:

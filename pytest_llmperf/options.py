@@ -39,6 +39,8 @@ VALUE_OPTIONS: tuple[str, ...] = (
     "llmperf_run_timeout", "llmperf_cpu_memory", "llmperf_log_dir", "llmperf_json",
     "llmperf_markdown", "llmperf_plots", "llmperf_history", "llmperf_confirm", "llmperf_ab",
     "llmperf_ab_starts", "llmperf_ab_python",
+    "llmperf_markdown", "llmperf_plots", "llmperf_history", "llmperf_gpu_cost_per_hour",
+    "llmperf_memory_budget",
 )
 # Output files and directories, by dest name (the baselines directory is handled apart).
 OUTPUT_FILES: tuple[str, ...] = ("llmperf_json", "llmperf_markdown", "llmperf_history")
@@ -202,6 +204,9 @@ class RunOptions:
     ab_ref: str | None = None
     ab_starts: int = 2
     ab_python: str | None = None
+    gpu_cost_per_hour: float | None = None
+    memory_budget_bytes: int | None = None
+    memory_budget: str | None = None  # as given, for messages
 
     @classmethod
     def from_mapping(
@@ -252,6 +257,19 @@ class RunOptions:
             cpu_memory = DEFAULT_CPU_MEMORY_FRACTION
         if not 0 < cpu_memory <= 0.9:
             raise OptionError(flag("llmperf_cpu_memory"), f"={cpu_memory:g}: must be a fraction in (0, 0.9]")
+
+        cost = _number("llmperf_gpu_cost_per_hour", get("llmperf_gpu_cost_per_hour"), float)
+        if cost is not None and not cost > 0:
+            raise OptionError(flag("llmperf_gpu_cost_per_hour"), f"={cost:g}: must be a positive price")
+        budget_text = get("llmperf_memory_budget")
+        budget = None
+        if budget_text is not None:
+            from .budget import BudgetError, parse_size
+
+            try:
+                budget = parse_size(str(budget_text))
+            except BudgetError as exc:
+                raise OptionError(flag("llmperf_memory_budget"), f": {exc}") from None
 
         # Conflicts: options that together would record a wrong baseline or be ignored.
         if update and slowdown:
@@ -333,6 +351,9 @@ class RunOptions:
             ab_ref=ab_ref,
             ab_starts=ab_starts,
             ab_python=ab_python,
+            gpu_cost_per_hour=cost,
+            memory_budget_bytes=budget,
+            memory_budget=None if budget_text is None else str(budget_text),
         )
 
 

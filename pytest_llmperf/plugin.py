@@ -60,8 +60,10 @@ class Plan:
 _PLAN = pytest.StashKey[Plan]()
 _SKIP = pytest.StashKey[str]()
 _UNUSABLE = pytest.StashKey[str]()  # why the test's baseline file cannot be used
+_FAIL = pytest.StashKey[str]()
 _RESULTS = pytest.StashKey[list]()
 _BENCHMARK = pytest.StashKey[Any]()
+_NOTES = pytest.StashKey[list[str]]()
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -135,6 +137,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="with --llmperf-ab, run the base side's engines with this Python "
                          "interpreter, e.g. a virtualenv with the previous vLLM (default: this one)")
     group.addoption("--llmperf-dump-plans", metavar="PATH", default=None, help=argparse.SUPPRESS)
+    group.addoption("--llmperf-gpu-cost-per-hour", metavar="USD", type=float, default=None,
+                    help="price of one GPU-hour: report the cost per million output tokens and "
+                         "per successful request beside throughput (default: not reported)")
+    group.addoption("--llmperf-memory-budget", metavar="SIZE", default=None,
+                    help="run every config within this much GPU memory, e.g. 24GiB for an RTX "
+                         "4090 class card: gpu_memory_utilization becomes a share of SIZE, a "
+                         "config that cannot fit fails, and so does a run that preempts "
+                         "(default: the whole GPU)")
     parser.addini("llmperf_baselines", "baseline directory, relative to rootdir (default: baselines)",
                   default="baselines")
 
@@ -173,6 +183,10 @@ class LLMPerfSession:
         self.ab: Any = None  # ab.BasePlans once collected
         self.ab_commit = ""
         self.ab_checkout: Any = None
+        self.cost_per_gpu_hour = self.options.gpu_cost_per_hour
+        self.memory_budget = self.options.memory_budget_bytes
+        self.memory_budget_text = self.options.memory_budget
+        self._peak_bandwidth: float | None | bool = False  # False: not looked up yet
         self.verdicts: list[Any] = []
         self._engines: Any = None
         self._store: Any = None
@@ -212,14 +226,46 @@ class LLMPerfSession:
             self._store = BaselineStore(self.baseline_root, key or fp.hardware_key)
         return self._store
 
+    @property
+    def peak_bandwidth_bytes_s(self) -> float | None:
+        """Peak memory bandwidth of one GPU from NVML (None on CPU or when NVML lacks it)."""
+        if self._peak_bandwidth is False:
+            self._peak_bandwidth = None
+            if self.device == "gpu":
+                from .gpu import NvmlUnavailable, gpu_info
+
+                try:
+                    tb_s = gpu_info().devices[0].peak_bandwidth_tb_s
+                except (NvmlUnavailable, IndexError):
+                    tb_s = None
+                self._peak_bandwidth = tb_s * 1e12 if tb_s else None
+        return self._peak_bandwidth
+
     # -- planning ---------------------------------------------------------------------
     def plan(self, spec: PerfSpec) -> tuple[Plan | None, str | None]:
-        """(plan, None) when the test runs here, (None, skip reason) when it cannot."""
+        """(plan, None) when the test runs here, (None, skip reason) when it cannot.
+
+        Raises BudgetError when ``--llmperf-memory-budget`` leaves the config no room.
+        """
         opts = self.options
+        if self.memory_budget is not None:
+            from .budget import under_budget
+
+            # Checked for the marker's own (GPU) config on every device, so CI without
+            # a GPU already says that a config cannot fit the runners it is meant for.
+            under_budget(spec.engine, resolve_model(spec.engine.model), self.memory_budget,
+                         self.memory_budget)
         if self.device == "gpu":
             if spec.device == "cpu":
                 return None, "perf test pinned to device='cpu'; run without --gpu"
+            visible = self.fingerprint.gpu_count
+            if spec.engine.tp > visible:
+                return None, f"tp={spec.engine.tp} needs {spec.engine.tp} GPUs, {visible} visible"
             engine, workload, stand_in = spec.engine, spec.workload, False
+            if self.memory_budget is not None:
+                device_bytes = int(self.fingerprint.gpu_memory_mib) * 2**20
+                engine = under_budget(engine, resolve_model(engine.model), self.memory_budget,
+                                      device_bytes)
         else:
             if spec.device == "gpu":
                 return None, "GPU-only perf test (device='gpu'): run with --gpu"
@@ -412,7 +458,11 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
             resolve_model(spec.engine.model)
         except (_ConfigError, UnknownModelError) as exc:
             raise collector.CollectError(f"{item.nodeid}: invalid perf marker: {exc}") from None
-        plan, skip = session.plan(spec)
+        try:
+            plan, skip = session.plan(spec)
+        except ValueError as exc:  # BudgetError: the test fails, the others run
+            item.stash[_FAIL] = f"{item.nodeid}: --llmperf-memory-budget {session.memory_budget_text}: {exc}"
+            continue
         if plan is not None:
             try:
                 resolve_model(plan.engine.model)
@@ -529,6 +579,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     reason = item.stash.get(_SKIP, None)
     if reason is not None:
         pytest.skip(reason)
+    failure = item.stash.get(_FAIL, None)
+    if failure is not None:
+        pytest.fail(failure, pytrace=False)
     if item.stash.get(_PLAN, None) is not None and item.config.option.gpu is False:
         why = _cpu_build_reason()
         if why is not None:
@@ -555,10 +608,13 @@ class LLMPerfFixture:
     def workload(self) -> Workload:
         return self.plan.workload
 
+    @property
+    def device(self) -> str:
+        """Where this test runs: "gpu" (with --gpu) or "cpu" (vLLM's CPU build)."""
+        return self.plan.device
+
     def run(self, **overrides: Any) -> Any:
         """Measure the workload (keys of the marker's workload may be overridden)."""
-        from .engine import EngineError
-
         bad = [k for k in overrides if k not in Workload.__dataclass_fields__]
         if bad:
             valid = set(Workload.__dataclass_fields__)
@@ -566,14 +622,50 @@ class LLMPerfFixture:
                 f"llmperf.run(): {bad[0]!r} is not a workload key{_suggest(bad[0], valid)}; "
                 "engine keys belong in the perf marker"
             )
-        workload = replace(self.plan.workload, **overrides)
+        return self._measure(self.plan.engine, replace(self.plan.workload, **overrides))
+
+    def _measure(self, engine_config: EngineConfig, workload: Workload) -> Any:
+        from .engine import EngineError
+
         try:
-            engine = self._session.engines.get(self.plan.engine)
+            engine = self._session.engines.get(engine_config)
             result = engine.run(workload, timeout_s=self.plan.spec.timeout_s)
         except EngineError as exc:
-            pytest.fail(f"{exc}", pytrace=False)
+            budget = self._session.memory_budget_text
+            where = f" (under --llmperf-memory-budget {budget})" if budget else ""
+            pytest.fail(f"{exc}{where}", pytrace=False)
         self.results.append(result)
         return result
+
+    def sweep(self, engine: dict[str, Any] | None = None,
+              loads: Any = ({},)) -> Any:
+        """Measure every combination of engine parameters (each a list of values) with
+        every load (workload overrides), on real engines: a :class:`~pytest_llmperf.sweep.Sweep`
+        with its table, Pareto front, knee and best config under an SLO. The limits and
+        the gate judge the last point unless :meth:`gate_on` picks another."""
+        from .sweep import SweepError, SweepRunner
+
+        runner = SweepRunner(self._measure, self.plan.engine, self.plan.workload)
+        try:
+            return runner.sweep(engine, loads)
+        except SweepError as exc:
+            raise TypeError(f"llmperf.sweep(): {exc}") from None
+
+    def gate_on(self, result: Any) -> None:
+        """Make ``result`` (one this test measured) the one its limits and baseline judge."""
+        if result not in self.results:
+            raise ValueError("llmperf.gate_on(): the result was not measured by this test")
+        self.results.remove(result)
+        self.results.append(result)
+
+    def note(self, text: str) -> None:
+        """Add a line to this test's entry in the llmperf summary (e.g. a curve's knee)."""
+        self._item.stash.setdefault(_NOTES, []).append(str(text))
+
+    def stop_engine(self) -> None:
+        """Stop the live engine now (its GPU memory is verified released); the next
+        run starts a fresh one."""
+        self._session.engines.close()
 
 
 @pytest.fixture
@@ -655,6 +747,8 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
         return None
     result = results[-1]
     verdict = Verdict(test_id=item.nodeid, result=result, failed_test=failed_test)
+    notes: list[str] = item.stash.get(_NOTES, [])
+    verdict.messages.extend(notes)
     session.verdicts.append(verdict)
     if plan.stand_in:
         verdict.limits_applied = False
@@ -665,6 +759,17 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
             )
     else:
         verdict.limit_failures = check_limits(result, plan.spec.limits)
+    from .derived import figures_text
+
+    verdict.derived = _derived(session, result)
+    line = figures_text(result, verdict.derived)
+    if line:
+        verdict.messages.append(line)
+    if session.memory_budget is not None and result.preemptions:
+        verdict.limit_failures.append(
+            f"{result.preemptions} request(s) preempted under --llmperf-memory-budget "
+            f"{session.memory_budget_text}: this load does not fit that card's KV cache"
+        )
     if failed_test:
         return verdict
     suite, test_id = _test_key(item)
@@ -695,6 +800,28 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
     if verdict.result is not None:
         record_trials(item.stash.get(_BENCHMARK, None), verdict.result, classify(verdict))
     return verdict
+
+
+def _derived(session: LLMPerfSession, result: Any) -> dict[str, float]:
+    """Cost (with --llmperf-gpu-cost-per-hour) and, for decode-bound GPU runs, the roofline."""
+    from .cards import predicted_weight_bytes
+    from .derived import cost_figures, decode_bound, roofline, weights_bytes
+
+    out: dict[str, float] = {}
+    if session.cost_per_gpu_hour is not None:
+        gpus = result.engine.tp if result.device == "gpu" else 1
+        out.update(cost_figures(result, session.cost_per_gpu_hour, gpus))
+    peak = session.peak_bandwidth_bytes_s if result.device == "gpu" else None
+    kv = result.memory.predicted_kv_bytes_per_token
+    if peak and kv and decode_bound(result):
+        source = resolve_model(result.engine.model)
+        predicted = predicted_weight_bytes(source.config, result.engine.dtype) if source.config else None
+        w = weights_bytes(result, predicted)
+        line = roofline(result, w, kv, peak) if w else None
+        if line is not None:
+            out["roofline_share"] = line.share
+            out["decode_bytes_s"] = line.achieved_bytes_s
+    return out
 
 
 def _gate_against_store(item: pytest.Item, session: LLMPerfSession, plan: Plan, verdict: Any,
