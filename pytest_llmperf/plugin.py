@@ -282,8 +282,9 @@ class LLMPerfSession:
     def tolerances(self, spec: PerfSpec) -> dict[str, float]:
         from .regression import resolve_tolerances
 
+        tolerance, tolerances = spec.gate_tolerances(self.device)
         return resolve_tolerances(
-            marker_tolerances=spec.tolerances, marker_tolerance=spec.tolerance,
+            marker_tolerances=tolerances, marker_tolerance=tolerance,
             option_tolerances=self.option_tolerances, option_tolerance=self.option_tolerance,
         )
 
@@ -775,7 +776,7 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
     suite, test_id = _test_key(item)
     try:
         if session.update:
-            starts = [result, *_more_starts(session, plan, result.workload,
+            starts = [result, *_more_starts(session, result,
                                             session.baseline_starts - 1)]
             if len(starts) > 1:
                 from .results import pool_starts
@@ -847,7 +848,7 @@ def _gate_against_store(item: pytest.Item, session: LLMPerfSession, plan: Plan, 
                                  file_entries=file_entries)[1]
 
         def another() -> None:
-            starts.extend(_more_starts(session, plan, result.workload, 1))
+            starts.extend(_more_starts(session, result, 1))
 
         comparison, verdict.confirmations = settle(decide, another, session.confirm)
     verdict.baseline_status, verdict.comparison = status, comparison
@@ -936,8 +937,9 @@ def _report_inconclusive(item: pytest.Item, session: LLMPerfSession, verdict: An
         item.warn(LLMPerfWarning(text))
 
 
-def _more_starts(session: LLMPerfSession, plan: Plan, workload: Any, n: int) -> list[Any]:
-    """Measure ``workload`` in ``n`` fresh engine starts of the plan's engine.
+def _more_starts(session: LLMPerfSession, result: Any, n: int) -> list[Any]:
+    """Measure ``result``'s workload in ``n`` fresh engine starts of its engine (the
+    judged result's own: a sweep's point may differ from the marker's config).
 
     Every start is a new engine process: the unit of evidence of the gate, since the
     trials of one start share its offset (up to ~1.7% of throughput on an H100).
@@ -948,7 +950,7 @@ def _more_starts(session: LLMPerfSession, plan: Plan, workload: Any, n: int) -> 
     for _ in range(n):
         session.engines.close()
         try:
-            results.append(session.engines.get(plan.engine).run(workload))
+            results.append(session.engines.get(result.engine).run(result.workload))
         except EngineError as exc:
             pytest.fail(f"measuring another engine start: {exc}", pytrace=False)
     return results

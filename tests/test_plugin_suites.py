@@ -101,3 +101,28 @@ def test_preemption_under_a_budget_fails(pytester: pytest.Pytester, monkeypatch:
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*5 request(s) preempted under --llmperf-memory-budget 24GiB*"])
     assert fake.started
+
+
+def test_cpu_tolerances_replace_the_markers_on_the_cpu_build(
+    pytester: pytest.Pytester, fake: fake_engine.FakeEngines
+) -> None:
+    _suite(pytester, f"""
+@perf({TINY}, trials=5)
+def test_default(llmperf):
+    llmperf.run()
+
+@perf({TINY}, trials=5, tolerance=0.01, cpu={{"tolerance": 0.10}})
+def test_cpu_tolerant(llmperf):
+    llmperf.run()
+""")
+    pytester.runpytest("--llmperf-update-baselines").assert_outcomes(passed=2)
+    result = pytester.runpytest("--llmperf-slowdown=0.05")
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["*FAILED test_suite.py::test_default*"])
+
+
+def test_bad_cpu_tolerance_is_a_collection_error(pytester: pytest.Pytester) -> None:
+    _suite(pytester, f"@perf({TINY}, cpu={{'tolerances': {{'tok_s': 0.1}}}})\ndef test_a(llmperf):\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*cpu: tolerances: unknown metric 'tok_s'*"])
