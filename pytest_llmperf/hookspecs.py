@@ -24,7 +24,9 @@ def pytest_llmperf_compare(
     baseline: dict[str, list[float]],
     tolerances: dict[str, float],
 ) -> Any:
-    """Return a ``regression.Comparison`` to replace the built-in regression decision."""
+    """Return a ``regression.Comparison`` to replace the built-in decision against a stored
+    baseline (``current``: the trials of every engine start of this run, pooled). Paired
+    A/B runs (``--llmperf-ab``) decide on start pairs and do not call it."""
 
 
 def pytest_llmperf_result(config: pytest.Config, item: pytest.Item, result: Any, comparison: Any) -> None:

@@ -883,10 +883,12 @@ def _gate_paired(item: pytest.Item, session: LLMPerfSession, plan: Plan, verdict
         verdict.messages.append(f"unchanged since {ref}: same engine config, model and workload, "
                                 "measured once")
         return True
+    from .baselines import BaselineError
+
     try:
         stored = session.store.get(suite, test_id)
         file_entries = list(session.store.load(suite).values())
-    except Exception:  # an unreadable baseline only costs the learned noise here
+    except (BaselineError, ValueError, OSError):  # only costs the learned noise here
         stored, file_entries = None, []
     noise = runner_noise(stored, file_entries)
 
