@@ -458,7 +458,8 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
             spec = parse_perf_kwargs(kwargs)
             resolve_model(spec.engine.model)
         except (_ConfigError, UnknownModelError) as exc:
-            raise collector.CollectError(f"{item.nodeid}: invalid perf marker: {exc}") from None
+            hint = _model_dir_hint(collector.config, kwargs.get("model"))
+            raise collector.CollectError(f"{item.nodeid}: invalid perf marker: {exc}{hint}") from None
         try:
             plan, skip = session.plan(spec)
         except ValueError as exc:  # BudgetError: the test fails, the others run
@@ -479,6 +480,18 @@ def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: objec
         else:
             item.stash[_SKIP] = skip or "not runnable here"
     return result
+
+
+def _model_dir_hint(config: pytest.Config, model: object) -> str:
+    """A relative model directory is found from the working directory, as vLLM finds it;
+    say so when it exists under the rootdir but pytest was started elsewhere."""
+    if not isinstance(model, str) or os.path.isabs(os.path.expanduser(model)):
+        return ""
+    if Path.cwd() != config.rootpath and (config.rootpath / model / "config.json").is_file():
+        return (f"; a relative model directory is found from the working directory "
+                f"({Path.cwd()}), as vLLM finds it: run pytest from {config.rootpath} or give "
+                "an absolute path")
+    return ""
 
 
 def _perf_kwargs(item: pytest.Function, collector: pytest.Collector) -> dict[str, Any] | None:

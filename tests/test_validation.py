@@ -191,6 +191,24 @@ def test_marker_slowdown_while_recording_is_a_collection_error(
     assert not (pytester.path / "baselines").exists()
 
 
+def test_relative_model_directory_from_another_directory_says_why(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\n")
+    model = pytester.mkdir("models") / "mine"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    _suite(pytester, "@perf(model='./models/mine', device='cpu', cpu={'model': './models/mine'})\n"
+                     "def test_a(llmperf):\n    pass\n")
+    assert pytester.runpytest("--collect-only").ret == pytest.ExitCode.OK
+    os.chdir(pytester.mkdir("sub"))
+    result = pytester.runpytest(str(pytester.path), "--collect-only")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([
+        "*test_a: invalid perf marker: unknown model './models/mine'*; a relative model directory is "
+        f"found from the working directory ({pytester.path / 'sub'}), as vLLM finds it: run pytest "
+        f"from {pytester.path} or give an absolute path*"
+    ])
+
+
 # -- a perf test that measured nothing ---------------------------------------------------
 
 
