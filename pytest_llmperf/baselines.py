@@ -537,6 +537,8 @@ class BaselineStore:
             raw = target.read_bytes()
         except FileNotFoundError:
             return None
+        except OSError as exc:  # a directory in its place, no permission, an I/O error
+            raise BaselineError(target, "$", f"cannot read: {exc.strerror or exc}") from None
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -588,6 +590,12 @@ class BaselineStore:
             if entry.test_id != test_id:
                 raise ValueError(f"entries[{test_id!r}] holds the entry of {entry.test_id!r}")
             new[test_id] = entry.to_json()
+        try:
+            return self._update(target, new)
+        except OSError as exc:  # the old file, if any, is untouched (write_atomic)
+            raise BaselineError(target, "$", f"cannot write: {exc.strerror or exc}") from None
+
+    def _update(self, target: Path, new: dict[str, Any]) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         with _exclusive_lock(self._lock_path(target)):
             current = self._read(target)  # validated: only the new entries need checking

@@ -479,7 +479,7 @@ def test_crash_during_write_leaves_original_intact(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(baselines.os, fail_at, crash)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(BaselineError, match=r"\$: cannot write: No space left on device"):
         store.update(SUITE, {"t::new": entry("t::new")})
     monkeypatch.undo()
     assert path.read_bytes() == before

@@ -231,3 +231,15 @@ def test_huge_integer_and_negative_median_are_named(tmp_path: Path, valid: bytes
     path.write_text(json.dumps(doc))
     with pytest.raises(BaselineError, match=r"lies outside its values"):
         store.load(SUITE)
+
+
+def test_unreadable_or_unwritable_places_are_baseline_errors(tmp_path: Path) -> None:
+    store = BaselineStore(tmp_path, HW)
+    path = store.path_for(SUITE)
+    path.mkdir(parents=True)  # a directory where the file should be
+    with pytest.raises(BaselineError, match=r"\$: cannot read: Is a directory"):
+        store.load(SUITE)
+    blocked = BaselineStore(tmp_path / "file", HW)
+    (tmp_path / "file").write_text("")  # the baselines root is a file: nothing can be made
+    with pytest.raises(BaselineError, match=r"\$: cannot write: Not a directory"):
+        blocked.update(SUITE, {"test_new": _entry("test_new")})
