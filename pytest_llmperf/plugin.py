@@ -30,7 +30,7 @@ from .config import (
 from .config import suggest as _suggest
 from .options import (
     DEFAULT_CPU_MEMORY_FRACTION,
-    PATH_OPTIONS,
+    VALUE_OPTIONS,
     OptionError,
     RunOptions,
     split_value_options,
@@ -308,6 +308,8 @@ def _run_options(config: pytest.Config) -> RunOptions:
 def _check_split_path_options(config: pytest.Config) -> None:
     """Refuse ``--llmperf-baselines /dir`` (two arguments) where it moved the rootdir.
 
+    Any option's value can do it when it names an existing path; path options do it most.
+
     pytest chooses the rootdir before plugins add their options, so the value of a
     two-argument path option counts as a test path there when it exists. With no ini
     file above the tests this moves the rootdir, and with it every test id and baseline
@@ -316,7 +318,7 @@ def _check_split_path_options(config: pytest.Config) -> None:
     """
     if hasattr(config, "workerinput"):  # xdist worker: the controller checked
         return
-    split = split_value_options(list(config.invocation_params.args), PATH_OPTIONS)
+    split = split_value_options(list(config.invocation_params.args), VALUE_OPTIONS)
     invocation = config.invocation_params.dir
     split = [(o, v) for o, v in split if (invocation / os.path.expanduser(v)).exists()]
     if not split:
