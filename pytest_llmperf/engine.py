@@ -14,6 +14,7 @@ import re
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import psutil
 
 from .cards import ModelSource, resolve_model
 from .config import EngineConfig, Workload
+from .progress import Progress, ProgressEvent, watcher
 from .results import MemoryResult, PerfResult, TrialResult
 
 DEFAULT_START_TIMEOUT_S = 900.0
@@ -63,6 +65,7 @@ class EngineHandle:
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S
     dead: EngineError | None = None
     gpu_pids_before: frozenset[int] = frozenset()
+    progress: Progress | None = field(repr=False, default=None)
 
     @property
     def pid(self) -> int:
@@ -88,11 +91,12 @@ class EngineHandle:
         if self.dead is not None:
             raise self.dead
         limit = timeout_s or self.run_timeout_s
+        tick = watcher(self.log_path, self.progress, from_end=True)
         try:
             self._conn.send({"kind": "run", "workload": workload.to_json()})
         except (BrokenPipeError, OSError) as exc:
             raise self._died("run", f"the engine process is gone ({exc})") from None
-        reply = _receive(self._conn, self._process, limit)
+        reply = _receive(self._conn, self._process, limit, tick)
         if reply is None:
             if self._process.is_alive():
                 _kill_tree(self._process)
@@ -172,19 +176,27 @@ def _read(path: str) -> str:
         return ""
 
 
-def _receive(conn: Any, process: Any, timeout_s: float) -> dict[str, Any] | None:
-    """Wait for one message; None on timeout or when the child died without one."""
+def _receive(conn: Any, process: Any, timeout_s: float,
+             tick: Callable[[], None] | None = None) -> dict[str, Any] | None:
+    """Wait for one message; None on timeout or when the child died without one.
+
+    ``tick`` runs about once a second while waiting (progress from the engine's log).
+    """
     deadline = time.monotonic() + timeout_s
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
             return None
+        if tick is not None:
+            tick()
         if conn.poll(min(left, 1.0)):
             try:
                 msg: dict[str, Any] = conn.recv()
-                return msg
             except (EOFError, OSError):
                 return None
+            if tick is not None:
+                tick()
+            return msg
         if not process.is_alive() and not conn.poll(0):
             return None
 
@@ -215,12 +227,14 @@ def start_engine(
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S,
     python: str | None = None,
+    progress: Progress | None = None,
 ) -> EngineHandle:
     """Start a vLLM engine for ``config`` in a child process and wait until it is ready.
 
     ``python``: another interpreter (e.g. a virtualenv with another vLLM) to run the
     engine process with; it imports this package from here and everything else from
-    its own ``sys.path``.
+    its own ``sys.path``. ``progress`` hears which engine starts, its start-up phases
+    and, later, its trials.
     """
     source = resolve_model(config.model)
     log_dir = log_dir or tempfile.mkdtemp(prefix="llmperf-")
@@ -251,8 +265,12 @@ def start_engine(
         process.start()
     child_conn.close()
     handle = EngineHandle(config, source, device, {}, log_path, process, parent_conn,
-                          run_timeout_s=run_timeout_s, gpu_pids_before=before)
-    reply = _receive(parent_conn, process, start_timeout_s)
+                          run_timeout_s=run_timeout_s, gpu_pids_before=before,
+                          progress=progress)
+    if progress is not None:
+        progress(ProgressEvent("starting", f"starting engine {config.label()} [{device}] "
+                                           f"(log: {log_path})"))
+    reply = _receive(parent_conn, process, start_timeout_s, watcher(log_path, progress))
     if reply is None:
         hung = process.is_alive()
         _kill_tree(process)
@@ -266,6 +284,8 @@ def start_engine(
         raise EngineError("start", f"{reply['type']}: {reply['message']}\nvLLM log:\n{tail}",
                           log_path, reply.get("traceback", ""))
     handle.info = reply
+    if progress is not None:
+        progress(ProgressEvent("ready", f"engine ready in {handle.start_time_s:.1f} s"))
     return handle
 
 
@@ -322,6 +342,7 @@ class EngineManager:
     current_key: tuple[Any, ...] | None = None
     failed: dict[tuple[Any, ...], EngineError] = field(default_factory=dict)
     starts: int = 0
+    progress: Progress | None = None
 
     def get(self, config: EngineConfig, python: str | None = None) -> EngineHandle:
         """The live engine of ``config`` (and interpreter ``python``), started if needed."""
@@ -335,7 +356,8 @@ class EngineManager:
         try:
             self.current = start_engine(config, self.device, log_dir=self.log_dir,
                                         start_timeout_s=self.start_timeout_s,
-                                        run_timeout_s=self.run_timeout_s, python=python)
+                                        run_timeout_s=self.run_timeout_s, python=python,
+                                        progress=self.progress)
             self.current_key = key
             self.starts += 1
         except EngineError as exc:

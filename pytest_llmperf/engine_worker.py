@@ -103,6 +103,22 @@ def _redirect_output(log_path: str) -> None:
     os.close(fd)
 
 
+def _announce(kind: str, text: str) -> None:
+    """A progress line in the log, which the parent follows (progress.LogFollower)."""
+    from .progress import trial_line
+
+    print(trial_line(kind, text), flush=True)
+
+
+def _trial_announcer(planned: int) -> Any:
+    def announce(n: int, trial: Any) -> None:
+        again = " (re-measured)" if trial.remeasured else ""
+        _announce("trial", f"{n}/{planned}: {trial.elapsed_s:.2f} s, "
+                           f"{trial.output_tok_s:,.1f} tok/s{again}")
+
+    return announce
+
+
 def _error(phase: str, exc: BaseException) -> dict[str, Any]:
     return {
         "kind": "error",
@@ -179,8 +195,11 @@ def worker_main(conn: Any, request: dict[str, Any]) -> None:
             t_run = time.perf_counter()
             run_index += 1
             before = counter_totals(llm)
+            _announce("warmup", f"{workload.warmup} untimed round(s), then {workload.trials} "
+                                f"timed trial(s) of {workload.label()}")
             trials = measure(llm, workload, int(model_config.get_vocab_size()),
-                             check=sampler.disturbances, run_index=run_index)
+                             check=sampler.disturbances, run_index=run_index,
+                             on_trial=_trial_announcer(workload.trials))
             peak_dev, peak_proc = sampler.peak(t_run)
             after = counter_totals(llm)
             conn.send({

@@ -205,6 +205,7 @@ class LLMPerfSession:
             self._engines = EngineManager(
                 device=self.device, log_dir=log_dir,
                 start_timeout_s=opts.start_timeout_s, run_timeout_s=opts.run_timeout_s,
+                progress=_terminal_progress(self.config),
             )
         return self._engines
 
@@ -347,6 +348,21 @@ def _check_split_path_options(config: pytest.Config) -> None:
             f"while choosing the rootdir ({moved} instead of {intended}), which changes every "
             f"test id and baseline key; write it as one argument: {option}={value}"
         )
+
+
+def _terminal_progress(config: pytest.Config) -> Any:
+    """Engine start-up phases and trials as lines in pytest's terminal; none under -q."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or config.get_verbosity() < 0:
+        return None
+
+    def show(event: Any) -> None:
+        if event.kind == "starting":
+            reporter.write_line(f"[llmperf] {event.text}", bold=True)
+        else:
+            reporter.write_line(f"[llmperf]   {event.text}")
+
+    return show
 
 
 def pytest_configure(config: pytest.Config) -> None:

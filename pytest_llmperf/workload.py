@@ -127,11 +127,13 @@ def measure(
     check: Callable[[float, float], list[str]] | None = None,
     max_trials: int = 1000,
     run_index: int = 0,
+    on_trial: Callable[[int, TrialResult], None] | None = None,
 ) -> list[TrialResult]:
     """Warm up, then time ``workload.trials`` rounds (more to cover ``min_duration_s``).
 
     ``check(t0, t1)`` names what disturbed a trial (see sampler.py); such a trial is
-    measured once more and both facts are kept on the result.
+    measured once more and both facts are kept on the result. ``on_trial(n, result)``
+    hears each finished trial (progress reports).
     """
     round_index = 0
     for _ in range(workload.warmup):
@@ -154,6 +156,8 @@ def measure(
             result = replace(result, disturbances=tuple(marks), remeasured=True)
         trials.append(result)
         measured += result.elapsed_s
+        if on_trial is not None:
+            on_trial(len(trials), result)
     return trials
 
 

@@ -15,6 +15,7 @@ from factories import make_result
 
 from pytest_llmperf.config import EngineConfig, Workload
 from pytest_llmperf.engine import EngineError
+from pytest_llmperf.progress import ProgressEvent
 from pytest_llmperf.results import PerfResult
 
 
@@ -29,7 +30,9 @@ class FakeEngines:
     started: list[str] = field(default_factory=list)
     stopped: int = 0
 
-    def start(self, config: EngineConfig, device: str, **_: Any) -> FakeHandle:
+    def start(self, config: EngineConfig, device: str, progress: Any = None, **_: Any) -> FakeHandle:
+        if progress is not None:
+            progress(ProgressEvent("starting", f"starting engine {config.label()} [{device}]"))
         if config.model in self.fail_models:
             raise EngineError("start", f"ValueError: fake refusal of {config.model}")
         self.started.append(config.model)

@@ -1,0 +1,75 @@
+"""Progress lines: vLLM's start-up phases and our trial lines read from the engine log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fake_engine
+import pytest
+
+from pytest_llmperf.progress import LogFollower, ProgressEvent, trial_line, watcher
+
+# Lines as vLLM 0.25 writes them on an H100 (abridged).
+GPU_LOG = """\
+(EngineCore_DP0 pid=1) INFO 11-23 10:00:01 [core.py:93] Initializing a V1 LLM engine (v0.25.0) with config: model='/cards/llama-3.1-8b'
+(EngineCore_DP0 pid=1) INFO 11-23 10:00:03 [gpu_model_runner.py:2338] Starting to load model /cards/llama-3.1-8b...
+(EngineCore_DP0 pid=1) INFO 11-23 10:00:09 [gpu_model_runner.py:2370] Model loading took 14.9889 GiB and 5.412 seconds
+(EngineCore_DP0 pid=1) INFO 11-23 10:00:15 [backends.py:539] Dynamo bytecode transform time: 5.80 s
+(EngineCore_DP0 pid=1) INFO 11-23 10:00:30 [monitor.py:34] torch.compile takes 20.10 s in total
+(EngineCore_DP0 pid=1) INFO 11-23 10:00:32 [kv_cache_utils.py:864] GPU KV cache size: 444,928 tokens
+(EngineCore_DP0 pid=1) INFO 11-23 10:00:32 [kv_cache_utils.py:868] Maximum concurrency for 1,024 tokens per request: 434.50x
+Capturing CUDA graphs (mixed prefill-decode, PIECEWISE): 100%|##########| 67/67
+(EngineCore_DP0 pid=1) INFO 11-23 10:00:40 [core.py:214] init engine (profile, create kv cache, warmup model) took 30.77 seconds
+"""
+
+
+def test_follower_reports_each_start_up_phase_once(tmp_path: Path) -> None:
+    log = tmp_path / "engine.log"
+    log.write_text(GPU_LOG[:150])  # the first lines, the last one cut mid-way
+    follower = LogFollower(str(log))
+    first = [e.text for e in follower.events()]
+    assert first == ["initialising vLLM 0.25.0"]
+    with log.open("a") as f:
+        f.write(GPU_LOG[150:] + GPU_LOG)  # the rest, then everything again
+        f.write(trial_line("trial", "1/3: 8.10 s, 3,087.1 tok/s") + "\n")
+    rest = list(follower.events())
+    assert [e.text for e in rest] == [
+        "loading weights",
+        "weights loaded: 14.9889 GiB in 5.4 s",
+        "compiling (torch.compile; cached after the first start)",
+        "KV cache: 444,928 tokens",
+        "capturing CUDA graphs",
+        "profiled, KV cache allocated, warmed up in 30.8 s",
+        "1/3: 8.10 s, 3,087.1 tok/s",
+    ]
+    assert rest[-1].kind == "trial"
+
+
+def test_watcher_from_end_skips_earlier_runs(tmp_path: Path) -> None:
+    log = tmp_path / "engine.log"
+    log.write_text(trial_line("trial", "1/1: old") + "\n")
+    seen: list[ProgressEvent] = []
+    tick = watcher(str(log), seen.append, from_end=True)
+    with log.open("a") as f:
+        f.write(trial_line("warmup", "1 untimed round(s)") + "\n")
+    tick()
+    assert seen == [ProgressEvent("warmup", "1 untimed round(s)")]
+    watcher(str(tmp_path / "missing.log"), seen.append)()  # no file yet: nothing, no error
+
+
+def test_plugin_shows_engine_starts_unless_quiet(pytester: pytest.Pytester,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_engine.install(monkeypatch)
+    pytester.makepyfile(test_suite="""
+        from pytest_llmperf import perf
+
+        @perf(model="tiny-llama-2l", device="cpu", max_model_len=512)
+        def test_a(llmperf):
+            llmperf.run()
+    """)
+    loud = pytester.runpytest()
+    loud.assert_outcomes(passed=1)
+    loud.stdout.fnmatch_lines(["[[]llmperf[]] starting engine tiny-llama-2l tp1*[[]cpu[]]"])
+    quiet = pytester.runpytest("-q")
+    quiet.assert_outcomes(passed=1)
+    assert "starting engine" not in quiet.stdout.str()
