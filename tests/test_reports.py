@@ -154,12 +154,13 @@ def test_markdown_appends_to_the_github_step_summary(tmp_path: Path) -> None:
 
 
 def test_every_chart_is_a_png(tmp_path: Path) -> None:
-    report = _report()
+    verdicts = _verdicts()
+    report = _report([verdicts[0], verdicts[2], verdicts[4]])
     written = write_plots(report, tmp_path / "plots")
     names = sorted(p.name for p in written)
-    assert any(n.startswith("throughput-llama-3.1-8b") for n in names)
-    assert sum(n.startswith("latency-") for n in names) == 5
-    assert sum(n.startswith("compare-") for n in names) == 4  # test_new has no baseline
+    assert any(n.startswith("throughput-llama-3.1-8b") for n in names)  # batch 1 and 24
+    assert sum(n.startswith("latency-") for n in names) == 3
+    assert sum(n.startswith("compare-") for n in names) == 2  # test_new has no baseline
     for p in written:
         assert p.read_bytes()[:8] == PNG
 
@@ -225,7 +226,7 @@ def test_write_outputs_writes_every_format(tmp_path: Path) -> None:
     _history(tmp_path / "h.db", [2300, 2310, 2120])
     paths = OutputPaths(json=str(tmp_path / "r.json"), markdown=str(tmp_path / "r.md"),
                         plots=str(tmp_path / "plots"), history=str(tmp_path / "h.db"))
-    lines = write_outputs(_report(), paths)
+    lines = write_outputs(_report(_verdicts()[2:3]), paths)
     assert len(lines) == 4
     validate_report(json.loads((tmp_path / "r.json").read_text()))
     assert (tmp_path / "r.md").read_text().startswith("<!-- pytest-llmperf report -->")
@@ -260,3 +261,13 @@ def test_merge_keeps_each_hardware_and_refuses_overlap(tmp_path: Path) -> None:
     assert "| hardware |" in render_markdown(merged)
     with pytest.raises(MergeError, match=r"b: suites/test_llama.py::test_batch\[1\] on .* is also in a"):
         merge_reports([("a", h100), ("b", h100)])
+
+
+def test_load_axis_is_the_served_load_where_there_is_one() -> None:
+    from types import SimpleNamespace
+
+    from pytest_llmperf.reports.plots import load_axis
+
+    assert load_axis(Workload(batch=8)) == ("batch", 8.0)
+    assert load_axis(SimpleNamespace(batch=1, concurrency=16, rate=None)) == ("concurrency", 16.0)
+    assert load_axis(SimpleNamespace(batch=1, concurrency=None, rate=2.5)) == ("rate", 2.5)

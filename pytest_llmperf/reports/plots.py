@@ -1,7 +1,7 @@
 """``--llmperf-plots``: PNG charts a person would rather look at than read.
 
-* ``throughput-<group>.png``: output tok/s (and TPOT p50) against batch for tests that
-  differ only in batch, with the knee marked;
+* ``throughput-<group>.png``: output tok/s (and TPOT p50) against the load (batch, or
+  a served concurrency or request rate) for tests that differ only in it, knee marked;
 * ``latency-<test>.png``: latency CDFs (TTFT, TPOT, ITL, E2E) per test, from the
   percentiles every trial records, baseline or base side drawn beside;
 * ``compare-<test>.png``: baseline (or, in paired runs, base) and now side by side,
@@ -107,31 +107,57 @@ def knee(points: Sequence[CurvePoint], gain: float = KNEE_GAIN) -> CurvePoint | 
     return None
 
 
-def curve_groups(report: RunReport) -> dict[str, list[CurvePoint]]:
-    """Tests that differ only in batch (same hardware, model, engine and lengths)."""
+# Workload keys that say how long or how often we measure, not what: never split a curve.
+_NOT_A_CURVE_KEY = frozenset({"trials", "warmup", "min_duration_s", "seed", "slowdown",
+                              "num_requests"})
+
+
+def load_axis(workload: Any) -> tuple[str, float]:
+    """The load a result was measured at: (axis name, value).
+
+    Served loads (``backend="server"``) are a concurrency or a request rate; the
+    offline engine's load is the batch submitted at once.
+    """
+    for name in ("concurrency", "rate"):
+        value = getattr(workload, name, None)
+        if value:
+            return name, float(value)
+    return "batch", float(workload.batch)
+
+
+def curve_groups(report: RunReport) -> dict[str, tuple[str, list[CurvePoint]]]:
+    """Tests that differ only in their load (same hardware, engine and workload otherwise).
+
+    Returns title -> (load axis name, points sorted by load), for groups of two loads
+    or more.
+    """
     groups: dict[tuple[Any, ...], list[CurvePoint]] = {}
-    names: dict[tuple[Any, ...], str] = {}
+    names: dict[tuple[Any, ...], tuple[str, str]] = {}
     for t in report.tests:
         r = t.result
         if r is None:
             continue
+        axis, x = load_axis(r.workload)
         eng = {k: v for k, v in r.engine.to_json().items() if k != "max_num_seqs"}
-        key = (t.hardware_key, r.device, repr(sorted(eng.items(), key=lambda kv: kv[0])),
-               r.workload.input_len, r.workload.output_len)
+        work = {k: v for k, v in r.workload.to_json().items()
+                if k not in _NOT_A_CURVE_KEY and k != axis and not (axis == "batch" and k == "batch")}
+        key = (t.hardware_key, r.device, axis, repr(sorted(eng.items())), repr(sorted(work.items())))
         tok = [tr.output_tok_s for tr in r.trials]
-        groups.setdefault(key, []).append(CurvePoint(
-            float(r.workload.batch), r.output_tok_s, min(tok), max(tok), r.tpot.p50, t.test_id))
-        names[key] = (f"{r.engine.model} tp{r.engine.tp} {r.workload.input_len}/"
-                      f"{r.workload.output_len} [{r.device}]")
-    out: dict[str, list[CurvePoint]] = {}
+        groups.setdefault(key, []).append(CurvePoint(x, r.output_tok_s, min(tok), max(tok),
+                                                     r.tpot.p50, t.test_id))
+        title = (f"{r.engine.model} tp{r.engine.tp} {r.workload.input_len}/"
+                 f"{r.workload.output_len} [{r.device}]" + (f" {t.hardware_key}" if t.hardware_key else ""))
+        names[key] = (title, axis)
+    out: dict[str, tuple[str, list[CurvePoint]]] = {}
     for key, pts in groups.items():
-        xs = {p.x for p in pts}
-        if len(xs) >= 2:
-            best: dict[float, CurvePoint] = {}
-            for p in pts:
-                best.setdefault(p.x, p)
-            out[names[key] + (f" {key[0]}" if key[0] else "")] = sorted(best.values(),
-                                                                        key=lambda p: p.x)
+        best: dict[float, CurvePoint] = {}
+        for p in pts:
+            best.setdefault(p.x, p)
+        if len(best) >= 2:
+            title, axis = names[key]
+            while title in out:
+                title += " (2)"
+            out[title] = (axis, sorted(best.values(), key=lambda p: p.x))
     return out
 
 
@@ -325,8 +351,9 @@ def write_plots(report: RunReport, directory: str | os.PathLike[str],
     out_dir = Path(directory)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for title, points in curve_groups(report).items():
-        written.append(plot_curve(title, points, out_dir / f"throughput-{slug(title)}.png"))
+    for title, (axis, points) in curve_groups(report).items():
+        written.append(plot_curve(title, points, out_dir / f"throughput-{slug(title)}.png",
+                                  xlabel=axis))
     for t in report.tests:
         name = slug(t.test_id) + (f"-{slug(t.hardware_key, 40)}" if len(report.machines) > 1
                                   and t.hardware_key else "")
