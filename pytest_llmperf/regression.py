@@ -197,10 +197,8 @@ class Comparison:
             return "regression"
         return "inconclusive" if self.inconclusive else "pass"
 
-    def table(self) -> str:
-        """Aligned plain-text table for the terminal and PR comments."""
-        from .reports.table import text_table
-
+    def table_cells(self) -> tuple[tuple[str, ...], list[tuple[str, ...]], tuple[bool, ...]]:
+        """(header, rows, right-aligned columns): what the terminal and Markdown tables show."""
         with_mde = any(r.mde is not None for r in self.rows)
         base_name = "base" if self.mode == "paired" else "baseline"
         header: tuple[str, ...] = ("metric", base_name, "now", "change", "threshold", "verdict")
@@ -215,7 +213,13 @@ class Comparison:
             if with_mde:
                 cells = (*cells, "-" if r.mde is None else _fmt_pct(r.mde).lstrip("+"))
             body.append((*cells, _VERDICT_LABEL[r.verdict]))
-        return "\n".join(text_table(header, body, right))
+        return header, body, right
+
+    def table(self) -> str:
+        """Aligned plain-text table for the terminal and PR comments."""
+        from .reports.table import text_table
+
+        return "\n".join(text_table(*self.table_cells()))
 
 
 def compare_to_baseline(

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..atomic import write_atomic
-from ..regression import _VERDICT_LABEL, _fmt_pct, _fmt_value
+from ..regression import _fmt_pct
 from ..results import PerfResult
 from .model import COUNT_WORDS, RunReport, TestRecord
 from .table import markdown_table
@@ -91,15 +91,7 @@ def _details(t: TestRecord) -> list[str]:
                    + (f"; vLLM {r.vllm_version}" if r.vllm_version else ""))
         out.append("")
     if t.comparison:
-        what = "base" if t.base is not None else "baseline"
-        rows = [
-            (m.metric, _fmt_value(m.baseline, m.unit), _fmt_value(m.current, m.unit),
-             _fmt_pct(m.change), _fmt_pct(-m.tolerance if m.direction == "higher" else m.tolerance),
-             _VERDICT_LABEL.get(m.verdict, m.verdict))
-            for m in t.comparison
-        ]
-        out.extend(markdown_table(("metric", what, "now", "change", "threshold", "verdict"), rows,
-                                  (False, True, True, True, True, False)))
+        out.extend(markdown_table(*t.comparison_table().table_cells()))
         out.append("")
     elif t.baseline_status in ("missing", "stale", "updated"):
         out.append(f"Baseline: {t.baseline_status}.")
@@ -137,9 +129,12 @@ def render_markdown(report: RunReport) -> str:
     ]
     lines.extend(markdown_table(header, rows, right))
     lines.append("")
-    lines.append("Changes are against the stored baseline for this hardware (paired runs: "
-                 "against the base commit); **bold** marks a regression beyond tolerance "
-                 "and noise.")
+    legend = ("Changes are against the stored baseline for this hardware (paired runs: "
+              "against the base commit); **bold** marks a regression beyond tolerance and noise.")
+    if any(m.mde is not None for t in tests for m in t.comparison or ()):
+        legend += (" In the details, *detectable* is the worsening this runner tells from its "
+                   "noise with 90% power.")
+    lines.append(legend)
     lines.append("")
     for t in tests:
         lines.extend(_details(t))

@@ -112,6 +112,7 @@ class TestRecord:
     limit_failures: tuple[str, ...] = ()
     messages: tuple[str, ...] = ()
     comparison: tuple[MetricComparison, ...] | None = None
+    comparison_mode: str | None = None  # "trials", "starts" or "paired" (regression.Comparison)
     result: PerfResult | None = None
     baseline: BaselineEntry | None = None
     base: PerfResult | None = None
@@ -139,6 +140,16 @@ class TestRecord:
             out.extend(self.result.notes)
         return tuple(out)
 
+    def comparison_table(self) -> Any:
+        """The comparison as ``regression.Comparison`` (for its table), None without one."""
+        if self.comparison is None:
+            return None
+        from ..regression import Comparison
+
+        if self.comparison_mode is None:
+            return Comparison(self.comparison)
+        return Comparison(self.comparison, mode=self.comparison_mode)
+
     def comparison_row(self, metric: str) -> MetricComparison | None:
         for row in self.comparison or ():
             if row.metric == metric:
@@ -160,6 +171,7 @@ class TestRecord:
             limit_failures=tuple(getattr(verdict, "limit_failures", ())),
             messages=tuple(getattr(verdict, "messages", ())),
             comparison=None if comparison is None else tuple(comparison.rows),
+            comparison_mode=None if comparison is None else getattr(comparison, "mode", None),
             result=verdict.result,
             baseline=getattr(verdict, "baseline", None),
             base=getattr(verdict, "base_result", None),
@@ -178,6 +190,7 @@ class TestRecord:
             "messages": list(self.messages),
             "comparison": None if self.comparison is None
             else [asdict(row) for row in self.comparison],
+            "comparison_mode": self.comparison_mode,
             "result": None if self.result is None else self.result.to_json(),
             "baseline": None if self.baseline is None else self.baseline.to_json(),
             "base": None if self.base is None else self.base.to_json(),
@@ -199,8 +212,10 @@ class TestRecord:
             limit_failures=tuple(data.get("limit_failures", ())),
             messages=tuple(data.get("messages", ())),
             comparison=None if comparison is None else tuple(
-                MetricComparison(**{k: nan(v) for k, v in row.items()}) for row in comparison
+                MetricComparison(**{k: nan(v) if k in _FLOAT_FIELDS else v for k, v in row.items()})
+                for row in comparison
             ),
+            comparison_mode=data.get("comparison_mode"),
             result=_result(data.get("result")),
             baseline=None if data.get("baseline") is None
             else BaselineEntry.from_json(data["test_id"], data["baseline"]),
@@ -225,6 +240,10 @@ def finite_to_nan(value: Any) -> Any:
 
 
 _DIST_KEYS = frozenset({"mean", "p50", "p90", "p95", "p99", "max"})
+# MetricComparison's figures that are NaN when not measured (``null`` in JSON); the
+# optional ones (mde, starts_needed) stay None.
+_FLOAT_FIELDS = frozenset({"baseline", "current", "change", "worse_low", "worse_high",
+                           "noise_floor"})
 
 
 def _natural(text: str) -> tuple[Any, ...]:
