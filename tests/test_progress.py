@@ -73,3 +73,21 @@ def test_plugin_shows_engine_starts_unless_quiet(pytester: pytest.Pytester,
     quiet = pytester.runpytest("-q")
     quiet.assert_outcomes(passed=1)
     assert "starting engine" not in quiet.stdout.str()
+
+
+def test_worker_announces_each_trial_in_its_log(capsys: pytest.CaptureFixture[str],
+                                                tmp_path: Path) -> None:
+    """The engine worker's trial lines (printed to its log) are what the follower reads."""
+    from test_workload import WL, ScriptedEngine, _llm
+
+    from pytest_llmperf.engine_worker import _trial_announcer
+    from pytest_llmperf.workload import measure
+
+    trials = measure(_llm(ScriptedEngine()), WL, vocab_size=1000,
+                     on_trial=_trial_announcer(WL.trials))
+    printed = capsys.readouterr().out
+    log = tmp_path / "engine.log"
+    log.write_text(printed)
+    events = list(LogFollower(str(log)).events())
+    assert [e.kind for e in events] == ["trial"] * len(trials)
+    assert events[0].text.startswith(f"1/{WL.trials}: ") and events[0].text.endswith(" tok/s")

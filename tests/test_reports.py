@@ -271,3 +271,14 @@ def test_load_axis_is_the_served_load_where_there_is_one() -> None:
     assert load_axis(Workload(batch=8)) == ("batch", 8.0)
     assert load_axis(SimpleNamespace(batch=1, concurrency=16, rate=None)) == ("concurrency", 16.0)
     assert load_axis(SimpleNamespace(batch=1, concurrency=None, rate=2.5)) == ("rate", 2.5)
+
+
+def test_an_unusable_baseline_is_an_error_outcome() -> None:
+    v = _verdict("t.py::test_a", 1000)
+    v.errors.append("baseline file unusable: baselines/x.json: $.entries: bad")
+    [t] = _report([v]).tests
+    assert t.outcome == "error" and t.failing
+    assert t.notes[0].startswith("baseline file unusable")
+    data = _report([v]).to_json()
+    validate_report(data)
+    assert RunReport.from_json(data).tests[0].errors == t.errors

@@ -27,7 +27,7 @@ OUTCOMES: tuple[str, ...] = (
     "regression",    # a gated metric regressed beyond tolerance and noise
     "limits",        # an absolute floor or ceiling of the marker was missed
     "failed",        # the test body failed (an assert of its own)
-    "error",         # nothing was measured
+    "error",         # nothing was measured, or it could not be judged (unusable baseline)
     "inconclusive",  # the gate could not tell (paired mode: confirmation runs disagreed)
     "stale",         # the baseline was measured with another config
     "missing",       # no baseline on this hardware
@@ -65,6 +65,8 @@ def classify(verdict: Any) -> str:
         return "error"
     if getattr(verdict, "failed_test", False):
         return "failed"
+    if getattr(verdict, "errors", None):
+        return "error"
     comparison = getattr(verdict, "comparison", None)
     if comparison is not None and comparison.regressions:
         return "regression"
@@ -110,6 +112,7 @@ class TestRecord:
     baseline_status: str = "none"
     limits_applied: bool = True
     limit_failures: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
     messages: tuple[str, ...] = ()
     comparison: tuple[MetricComparison, ...] | None = None
     comparison_mode: str | None = None  # "trials", "starts" or "paired" (regression.Comparison)
@@ -128,7 +131,7 @@ class TestRecord:
     @property
     def notes(self) -> tuple[str, ...]:
         """Everything a reader should know beside the numbers, one line each."""
-        out = list(self.limit_failures)
+        out = [*self.errors, *self.limit_failures]
         if self.outcome == "improved" and self.comparison:
             names = ", ".join(
                 f"{m.metric} {m.change:+.1%}" for m in self.comparison if m.verdict == "improvement"
@@ -169,6 +172,7 @@ class TestRecord:
             baseline_status=getattr(verdict, "baseline_status", "none"),
             limits_applied=getattr(verdict, "limits_applied", True),
             limit_failures=tuple(getattr(verdict, "limit_failures", ())),
+            errors=tuple(getattr(verdict, "errors", ())),
             messages=tuple(getattr(verdict, "messages", ())),
             comparison=None if comparison is None else tuple(comparison.rows),
             comparison_mode=None if comparison is None else getattr(comparison, "mode", None),
@@ -187,6 +191,7 @@ class TestRecord:
             "baseline_status": self.baseline_status,
             "limits_applied": self.limits_applied,
             "limit_failures": list(self.limit_failures),
+            "errors": list(self.errors),
             "messages": list(self.messages),
             "comparison": None if self.comparison is None
             else [asdict(row) for row in self.comparison],
@@ -210,6 +215,7 @@ class TestRecord:
             baseline_status=data.get("baseline_status", "none"),
             limits_applied=data.get("limits_applied", True),
             limit_failures=tuple(data.get("limit_failures", ())),
+            errors=tuple(data.get("errors", ())),
             messages=tuple(data.get("messages", ())),
             comparison=None if comparison is None else tuple(
                 MetricComparison(**{k: nan(v) if k in _FLOAT_FIELDS else v for k, v in row.items()})

@@ -53,4 +53,4 @@ def summary_lines(report: RunReport) -> list[str]:
 def detail_lines(report: RunReport) -> list[str]:
     """Improvements, missing or stale baselines and disturbed runs, one line each."""
     return [f"{t.test_id}: {note}" for t in report.tests for note in t.notes
-            if note not in t.limit_failures]
+            if note not in t.limit_failures and note not in t.errors]
