@@ -91,3 +91,27 @@ def test_worker_announces_each_trial_in_its_log(capsys: pytest.CaptureFixture[st
     events = list(LogFollower(str(log)).events())
     assert [e.kind for e in events] == ["trial"] * len(trials)
     assert events[0].text.startswith(f"1/{WL.trials}: ") and events[0].text.endswith(" tok/s")
+
+
+def test_receive_ticks_while_it_waits() -> None:
+    """The engine wait loop reads the log about once a second, and once more at the end."""
+    from pytest_llmperf.engine import _receive
+
+    class Conn:
+        polls = 0
+
+        def poll(self, timeout: float) -> bool:
+            self.polls += 1
+            return self.polls >= 3
+
+        def recv(self) -> dict[str, str]:
+            return {"kind": "ready"}
+
+    class Alive:
+        def is_alive(self) -> bool:
+            return True
+
+    ticks: list[int] = []
+    msg = _receive(Conn(), Alive(), 10.0, lambda: ticks.append(1))
+    assert msg == {"kind": "ready"}
+    assert len(ticks) == 4  # before each of 3 polls, and after the reply
