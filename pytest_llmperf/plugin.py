@@ -677,7 +677,9 @@ class LLMPerfFixture:
         the gate judge the last point unless :meth:`gate_on` picks another."""
         from .sweep import SweepError, SweepRunner
 
-        runner = SweepRunner(self._measure, self.plan.engine, self.plan.workload)
+        live = self._session.engines.current
+        runner = SweepRunner(self._measure, self.plan.engine, self.plan.workload,
+                             live=live.config if live is not None and live.alive() else None)
         try:
             return runner.sweep(engine, loads)
         except SweepError as exc:

@@ -60,7 +60,8 @@ class SweepPoint:
         return metric(self.result, name)
 
     def label(self) -> str:
-        parts = [f"{k}={v}" for k, v in {**self.engine_params, **self.load}.items()]
+        parts = [f"{k}={'default' if v is None else v}"
+                 for k, v in {**self.engine_params, **self.load}.items()]
         return " ".join(parts) or "(base)"
 
 
@@ -123,7 +124,8 @@ class Sweep:
     def largest_without_preemption(self, key: str) -> SweepPoint | None:
         """The point with the largest ``key`` (an engine or load parameter) that ran
         with no preemption; None when every point preempted."""
-        clean = [p for p in self.points if (p.result.preemptions or 0) == 0]
+        clean = [p for p in self.points if (p.result.preemptions or 0) == 0
+                 and isinstance({**p.engine_params, **p.load}.get(key), (int, float))]
         return max(clean, key=lambda p: {**p.engine_params, **p.load}[key]) if clean else None
 
     def curve(self, x: str, y: str = "output_tok_s") -> list[tuple[float, float]]:
@@ -132,7 +134,7 @@ class Sweep:
         for p in self.points:
             params = {**p.engine_params, **p.load}
             v = p.value(y)
-            if x in params and v is not None:
+            if isinstance(params.get(x), (int, float)) and v is not None:  # not None (default)
                 pairs.append((float(params[x]), v))
         return sorted(pairs)
 
@@ -157,7 +159,11 @@ def knee(curve: Sequence[tuple[float, float]], min_gain: float = 0.15) -> float 
 class SweepRunner:
     """Measures every engine-params x load combination with ``run`` and collects a Sweep.
 
-    Points are ordered engine-params first, so each engine config starts once.
+    Points are ordered engine-params first, so each engine config starts once. Engine
+    starts are what a sweep costs, so the order also saves two: a config equal to the
+    ``live`` engine (already started) runs first, and the base config (``self.engine``,
+    which the next test with the same marker will ask for) runs last. Tables, curves
+    and the knee sort by value, so the order never shows.
     """
 
     run: Runner
@@ -165,6 +171,16 @@ class SweepRunner:
     workload: Workload
     on_point: Callable[[SweepPoint], None] | None = None
     points: list[SweepPoint] = field(default_factory=list)
+    live: EngineConfig | None = None
+
+    def _ordered(self, combos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        def rank(params: dict[str, Any]) -> int:
+            config = replace(self.engine, **params)
+            if self.live is not None and config.key() == self.live.key():
+                return 0
+            return 2 if config.key() == self.engine.key() else 1
+
+        return sorted(combos, key=rank)  # stable: the given order otherwise
 
     def sweep(
         self,
@@ -180,7 +196,7 @@ class SweepRunner:
             for key in load:
                 if key not in load_keys:
                     raise SweepError(f"load key {key!r} is not a workload key")
-        for params in grid(engine_params or {}):
+        for params in self._ordered(grid(engine_params or {})):
             engine = replace(self.engine, **params)
             for load in loads:
                 result = self.run(engine, replace(self.workload, **load))

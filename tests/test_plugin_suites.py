@@ -26,9 +26,10 @@ def test_sweep_starts_each_engine_once_and_notes_reach_the_summary(
 def test_a(llmperf):
     sweep = llmperf.sweep(engine={{"max_num_seqs": [4, 8]}}, loads=[{{"batch": 1}}, {{"batch": 4}}])
     assert len(sweep.points) == 4
-    assert [p.result.engine.max_num_seqs for p in sweep.points] == [4, 4, 8, 8]
+    # The marker's own config last: the next test with this marker reuses its engine.
+    assert [p.result.engine.max_num_seqs for p in sweep.points] == [8, 8, 4, 4]
     llmperf.note("the knee is here")
-    llmperf.gate_on(sweep.points[0].result)
+    llmperf.gate_on(sweep.points[2].result)  # seqs4, batch 1
 """)
     result = pytester.runpytest("--llmperf-update-baselines")
     result.assert_outcomes(passed=1)

@@ -67,7 +67,7 @@ def test_best_under_an_slo_and_largest_without_preemption() -> None:
     assert sweep.best({"tpot_p50_ms": 1e9}).value("output_tok_s") == max(
         p.value("output_tok_s") for p in sweep.points)
     assert sweep.best({"tpot_p50_ms": 0.001}) is None
-    assert sweep.points[-1].value("preemptions") == 3
+    assert max(sweep.points, key=lambda p: p.engine_params["max_num_seqs"]).value("preemptions") == 3
     with pytest.raises(SweepError, match="unknown metric 'tpot'"):
         sweep.best({"tpot": 1.0})
 
@@ -146,3 +146,25 @@ def test_leaks_name_what_did_not_come_back() -> None:
     found = leaks(idle, Footprint(2.5, 200, 2, 900))
     assert len(found) == 4
     assert "GPU memory 2.50 GiB in use, 0.50 GiB at idle" in found[0]
+
+
+def test_sweep_order_saves_engine_starts() -> None:
+    """The live engine's config first, the marker's own config last; reported sorted."""
+    base = EngineConfig(model="tiny-llama-2l", max_num_seqs=32)
+    seen: list[int | None] = []
+
+    def run(engine: EngineConfig, workload: Workload):
+        seen.append(engine.max_num_seqs)
+        return fake_run(engine, workload)
+
+    sweep = SweepRunner(run, base, Workload(batch=4), live=replace(base, max_num_seqs=48)).sweep(
+        engine_params={"max_num_seqs": [16, 32, 48]})
+    assert seen == [48, 16, 32]
+    assert [x for x, _ in sweep.curve("max_num_seqs")] == [16, 32, 48]
+
+
+def test_default_values_are_labelled_and_left_out_of_curves() -> None:
+    sweep = runner().sweep(engine_params={"max_num_batched_tokens": [None, 64]})
+    assert [p.label() for p in sweep.points] == ["max_num_batched_tokens=64", "max_num_batched_tokens=default"]
+    assert [x for x, _ in sweep.curve("max_num_batched_tokens")] == [64]
+    assert sweep.largest_without_preemption("max_num_batched_tokens").label() == "max_num_batched_tokens=64"
