@@ -5,6 +5,7 @@ set -u
 OUT=${OUT:-/tmp/llmperf-out}
 mkdir -p "$OUT"
 PY=python3
+ROW1="suites/test_throughput.py::test_config_table[tp1-len1024-new256-batch24-util0.93]"
 T="-p pytest_llmperf -p no:cacheprovider --gpu --llmperf-baselines $OUT/baselines"
 {
   nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
@@ -15,9 +16,9 @@ plugin)
   # 1. Record baselines for the whole suite on this GPU.
   $PY -m pytest suites/ $T --llmperf-update-baselines --llmperf-json $OUT/update.json > $OUT/1-update.txt 2>&1
   # 2. A/A through the plugin: a fresh engine start against the fresh baseline.
-  $PY -m pytest suites/test_llama_8b.py::test_decode_heavy $T --llmperf-json $OUT/aa.json > $OUT/2-aa.txt 2>&1
+  $PY -m pytest "$ROW1" $T --llmperf-json $OUT/aa.json > $OUT/2-aa.txt 2>&1
   # 3. A known 5% slowdown must fail the gate.
-  $PY -m pytest suites/test_llama_8b.py::test_decode_heavy $T --llmperf-slowdown 0.05 --llmperf-json $OUT/slow5.json > $OUT/3-slow5.txt 2>&1
+  $PY -m pytest "$ROW1" $T --llmperf-slowdown 0.05 --llmperf-json $OUT/slow5.json > $OUT/3-slow5.txt 2>&1
   # 4. The reference: a bare LLM.generate loop on the decode-heavy config.
   $PY benchmarks/bare_generate.py --model llama-3.1-8b --batch 24 --input-len 256 --output-len 256 --max-model-len 1024 --trials 5 > $OUT/4-bare.txt 2>&1
   ;;
