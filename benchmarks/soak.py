@@ -47,7 +47,7 @@ def _shm_files() -> int | None:
 def _device_used_gib(device: str, indices: list[int]) -> float | None:
     if device != "gpu":
         return None
-    from pytest_llmperf.gpu import device_memory_used_gib
+    from pytest_llmperf.hw.nvml import device_memory_used_gib
 
     return round(sum(device_memory_used_gib(indices).values()), 3)
 

@@ -25,7 +25,7 @@ def cpu_flags() -> set[str]:
 def fp8_unsupported(device: str, what: str) -> str | None:
     """Why ``what`` ("weights" or "kv_cache") cannot run in fp8 here; None when it can."""
     if device == "gpu":
-        from .gpu import compute_capability
+        from .hw.nvml import compute_capability
 
         cc = compute_capability(0)
         if cc is None:

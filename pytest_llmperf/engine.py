@@ -23,6 +23,8 @@ import psutil
 
 from .cards import ModelSource, resolve_model
 from .config import EngineConfig, Workload
+from .hw.leases import GpuLeases
+from .hw.nvml import VisibleGpu
 from .progress import Progress, ProgressEvent, watcher
 from .results import MemoryResult, PerfResult, TrialResult
 
@@ -66,6 +68,7 @@ class EngineHandle:
     dead: EngineError | None = None
     gpu_pids_before: frozenset[int] = frozenset()
     progress: Progress | None = field(repr=False, default=None)
+    gpus: tuple[VisibleGpu, ...] = ()  # exactly the GPUs this engine uses
 
     @property
     def pid(self) -> int:
@@ -228,13 +231,16 @@ def start_engine(
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S,
     python: str | None = None,
     progress: Progress | None = None,
+    gpus: list[VisibleGpu] | None = None,
 ) -> EngineHandle:
     """Start a vLLM engine for ``config`` in a child process and wait until it is ready.
 
     ``python``: another interpreter (e.g. a virtualenv with another vLLM) to run the
     engine process with; it imports this package from here and everything else from
     its own ``sys.path``. ``progress`` hears which engine starts, its start-up phases
-    and, later, its trials.
+    and, later, its trials. ``gpus``: the GPUs it runs on (pinned with
+    CUDA_VISIBLE_DEVICES) and that are watched; on a GPU the first ``config.tp``
+    visible ones when not given.
     """
     source = resolve_model(config.model)
     log_dir = log_dir or tempfile.mkdtemp(prefix="llmperf-")
@@ -243,9 +249,12 @@ def start_engine(
     log_path = os.path.join(log_dir, f"engine-{safe}-{int(time.time() * 1000)}.log")
     before: frozenset[int] = frozenset()
     if device == "gpu":
-        from . import gpu
+        from .hw import nvml
 
-        before = frozenset(p for i in range(config.tp) for p in gpu.compute_pids(i))
+        if gpus is None:
+            gpus = nvml.visible_gpus()[: config.tp]
+        before = frozenset(p for g in gpus for p in nvml.compute_pids(g))
+    gpus = list(gpus or [])
     ctx = multiprocessing.get_context("spawn")
     parent_conn, child_conn = ctx.Pipe()
     from .engine_worker import worker_main
@@ -256,6 +265,7 @@ def start_engine(
         "load_format": source.load_format,
         "device": device,
         "log_path": log_path,
+        "gpus": [g.to_json() for g in gpus],
     }
     if python is not None:
         request["sys_path"] = interpreter_sys_path(python)
@@ -265,7 +275,7 @@ def start_engine(
         process.start()
     child_conn.close()
     handle = EngineHandle(config, source, device, {}, log_path, process, parent_conn,
-                          run_timeout_s=run_timeout_s, gpu_pids_before=before,
+                          run_timeout_s=run_timeout_s, gpu_pids_before=before, gpus=tuple(gpus),
                           progress=progress)
     if progress is not None:
         progress(ProgressEvent("starting", f"starting engine {config.label()} [{device}] "
@@ -343,6 +353,7 @@ class EngineManager:
     failed: dict[tuple[Any, ...], EngineError] = field(default_factory=dict)
     starts: int = 0
     progress: Progress | None = None
+    leases: GpuLeases | None = None  # where engines may run; None: CPU, or the first tp GPUs
 
     def get(self, config: EngineConfig, python: str | None = None) -> EngineHandle:
         """The live engine of ``config`` (and interpreter ``python``), started if needed."""
@@ -353,16 +364,20 @@ class EngineManager:
                 and self.current_key == key):
             return self.current
         self.close()
+        gpus = self.leases.acquire(config.tp) if self.leases is not None else None
         try:
             self.current = start_engine(config, self.device, log_dir=self.log_dir,
                                         start_timeout_s=self.start_timeout_s,
                                         run_timeout_s=self.run_timeout_s, python=python,
-                                        progress=self.progress)
+                                        progress=self.progress, gpus=gpus)
             self.current_key = key
             self.starts += 1
         except EngineError as exc:
             self.failed[key] = exc
             raise
+        finally:
+            if self.current is None and self.leases is not None:
+                self.leases.release()
         return self.current
 
     def close(self) -> None:
@@ -370,22 +385,25 @@ class EngineManager:
         if self.current is None:
             return
         handle, self.current = self.current, None
-        handle.stop()
-        if self.device == "gpu":
-            wait_for_gpu_release(handle, self.release_timeout_s)
+        try:
+            handle.stop()
+            if self.device == "gpu":
+                wait_for_gpu_release(handle, self.release_timeout_s)
+        finally:
+            if self.leases is not None:
+                self.leases.release()
 
 
 def wait_for_gpu_release(handle: EngineHandle, timeout_s: float) -> None:
     """Block until the engine's memory is back, or raise naming what still holds it."""
-    from . import gpu
+    from .hw import nvml
 
-    indices = list(range(handle.config.tp))
     deadline = time.monotonic() + timeout_s
     held: dict[int, float] = {}
     while time.monotonic() < deadline:
         leftover: dict[int, float] = {}
-        for i in indices:
-            procs = gpu.compute_pids(i)
+        for g in handle.gpus:
+            procs = nvml.compute_pids(g)
             leftover.update({p: g for p, g in procs.items() if p not in handle.gpu_pids_before})
         if not leftover:
             return

@@ -140,9 +140,13 @@ def worker_main(conn: Any, request: dict[str, Any]) -> None:
     device = request["device"]
     engine = request["engine"]
     try:
+        from .hw.nvml import VisibleGpu, cuda_env
         from .sampler import ResourceSampler
 
-        sampler = ResourceSampler(device=device, gpu_indices=list(range(engine["tp"])))
+        gpus = [VisibleGpu.from_json(g) for g in request.get("gpus") or []]
+        if gpus:  # before vLLM (and CUDA) load: the engine sees exactly its GPUs
+            os.environ.update(cuda_env(gpus))
+        sampler = ResourceSampler(device=device, gpus=gpus)
         sampler.start()
         import vllm
         from vllm import LLM

@@ -11,15 +11,18 @@ from NVML, so fingerprinting is cheap and never initialises CUDA.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import os
 import platform
 import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .hw.nvml import VisibleGpu
 
 _VALID_DEVICES = ("gpu", "cpu")
 
@@ -127,85 +130,57 @@ def _cpu_count() -> int:
     return os.cpu_count() or 1
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _nvml_facts(gpus: Sequence[VisibleGpu] | None) -> tuple[Sequence[VisibleGpu], str | None, str | None]:
+    from .hw import nvml
 
-
-def _visible_handles(pynvml: Any) -> list[Any]:
-    """NVML handles of the GPUs CUDA will use: NVML itself ignores CUDA_VISIBLE_DEVICES.
-
-    Follows CUDA: entries are indices or ``GPU-`` UUID prefixes, and the list stops
-    at the first entry that names no device. MIG slices are looked up by UUID.
-    """
-    total = pynvml.nvmlDeviceGetCount()
-    all_handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(total)]
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is None:
-        return all_handles
-    handles: list[Any] = []
-    entries = [e.strip() for e in visible.split(",")]
-    for entry in entries:
-        if re.fullmatch(r"\d+", entry):
-            if int(entry) >= total:
-                break
-            handles.append(all_handles[int(entry)])
-        elif entry.upper().startswith("GPU-"):
-            match = [h for h in all_handles
-                     if _text(pynvml.nvmlDeviceGetUUID(h)).upper().startswith(entry.upper())]
-            if len(match) != 1:
-                break
-            handles.append(match[0])
-        elif entry.upper().startswith("MIG-"):
-            try:  # a MIG slice is its own hardware: its name says e.g. "MIG 1g.10gb"
-                handles.append(pynvml.nvmlDeviceGetHandleByUUID(entry))
-            except Exception:  # noqa: BLE001 - unknown to NVML: CUDA stops here too
-                break
-        else:
-            break
-    return handles
-
-
-def _gpu_facts() -> dict[str, Any]:
     try:
-        import pynvml  # noqa: PLC0415 - optional, GPU-only dependency
-    except ImportError as exc:
+        nv = nvml.load()
+        try:
+            if gpus is None:
+                gpus = nvml.visible_gpus(nv=nv)
+            driver, cuda = nvml.system_versions(nv)
+        finally:
+            nvml.shutdown()
+    except nvml.NvmlUnavailable as exc:
         raise RuntimeError(
-            "device='gpu' needs NVML to identify the GPU, but pynvml cannot be imported "
-            f"({exc}); install it with `pip install nvidia-ml-py` (or pytest-llmperf[gpu])"
+            f"device='gpu' needs NVML to identify the GPU, but {exc}; is the NVIDIA driver "
+            "installed and a GPU visible to this process? (pip install nvidia-ml-py, or "
+            "pytest-llmperf[gpu])"
         ) from exc
-    try:
-        pynvml.nvmlInit()
-    except Exception as exc:  # pynvml.NVMLError and friends
+    except nvml.DeviceOrderError as exc:
+        raise RuntimeError(str(exc)) from exc
+    return gpus or [], driver, cuda
+
+
+def _gpu_facts(gpus: Sequence[VisibleGpu] | None) -> dict[str, Any]:
+    from .hw import nvml
+
+    if nvml.fake_gpus_requested():  # test-only: no NVML, no driver to name
+        gpus = nvml.visible_gpus() if gpus is None else gpus
+        driver, cuda = None, None
+    else:
+        gpus, driver, cuda = _nvml_facts(gpus)
+    if not gpus:
         raise RuntimeError(
-            f"device='gpu' but NVML failed to initialise ({exc}); is the NVIDIA driver "
-            "installed and a GPU visible to this process?"
-        ) from exc
-    try:
-        handles = _visible_handles(pynvml)
-        if not handles:
-            raise RuntimeError(
-                "device='gpu' but no GPU is visible (NVML reports none, or "
-                f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r} hides them all)"
-            )
-        first = handles[0]
-        cuda_version = pynvml.nvmlSystemGetCudaDriverVersion()  # e.g. 13000 -> "13.0"
-        return {
-            "gpu_name": _text(pynvml.nvmlDeviceGetName(first)),
-            "gpu_count": len(handles),
-            "gpu_memory_mib": int(pynvml.nvmlDeviceGetMemoryInfo(first).total) // 2**20,
-            "driver": _text(pynvml.nvmlSystemGetDriverVersion()),
-            "cuda": f"{cuda_version // 1000}.{cuda_version % 1000 // 10}",
-        }
-    finally:
-        with contextlib.suppress(Exception):  # shutting down is best effort
-            pynvml.nvmlShutdown()
+            "device='gpu' but no GPU is visible (NVML reports none, or "
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r} hides them all)"
+        )
+    return {
+        "gpu_name": gpus[0].name,
+        "gpu_count": len(gpus),
+        "gpu_memory_mib": gpus[0].memory_total_mib,
+        "driver": driver,
+        "cuda": cuda,
+    }
 
 
-def collect_fingerprint(device: str) -> Fingerprint:
+def collect_fingerprint(device: str, gpus: Sequence[VisibleGpu] | None = None) -> Fingerprint:
     """Fingerprint this machine for ``device`` ("gpu" or "cpu").
 
-    Raises RuntimeError for ``device="gpu"`` when NVML cannot identify a GPU: storing a
-    GPU result under a CPU key would silently compare against the wrong baselines.
+    ``gpus``: the GPUs a measurement used (a tp=2 engine's two), so the hardware key
+    counts those; by default every GPU visible to this process. Raises RuntimeError
+    for ``device="gpu"`` when NVML cannot identify a GPU: storing a GPU result under a
+    CPU key would silently compare against the wrong baselines.
     """
     if device not in _VALID_DEVICES:
         raise ValueError(f"device={device!r}: must be 'gpu' or 'cpu'")
@@ -213,7 +188,7 @@ def collect_fingerprint(device: str) -> Fingerprint:
         "gpu_name": None, "gpu_count": 0, "gpu_memory_mib": None, "driver": None, "cuda": None,
     }
     if device == "gpu":
-        gpu = _gpu_facts()
+        gpu = _gpu_facts(gpus)
     return Fingerprint(
         device=device,
         **gpu,

@@ -29,7 +29,7 @@ def take(device: str, gpu_indices: Sequence[int] = (0,)) -> Footprint:
     """The footprint now, for ``device`` ("gpu" or "cpu")."""
     used = None
     if device == "gpu":
-        from .gpu import device_memory_used_gib
+        from .hw.nvml import device_memory_used_gib
 
         used = sum(device_memory_used_gib(list(gpu_indices)).values())
     try:

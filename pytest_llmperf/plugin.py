@@ -188,9 +188,13 @@ class LLMPerfSession:
         self.memory_budget_text = self.options.memory_budget
         self._peak_bandwidth: float | None | bool = False  # False: not looked up yet
         self.verdicts: list[Any] = []
+        self.baseline_dirs: list[str] = []  # every baseline directory used, for the summary
+        self.machines: dict[str, dict[str, Any]] = {}  # hardware key -> fingerprint JSON
+        self.hardware_keys: dict[str, str] = {}  # test id -> hardware key of its engine
         self._engines: Any = None
-        self._store: Any = None
-        self._fingerprint: Any = None
+        self._leases: Any = None
+        self._stores: dict[str, Any] = {}
+        self._fingerprints: dict[tuple[str, ...], Any] = {}
 
     # -- lazily built core objects --------------------------------------------------
     @property
@@ -206,26 +210,57 @@ class LLMPerfSession:
                 device=self.device, log_dir=log_dir,
                 start_timeout_s=opts.start_timeout_s, run_timeout_s=opts.run_timeout_s,
                 progress=_terminal_progress(self.config),
+                leases=self.gpu_leases,
             )
         return self._engines
 
     @property
-    def fingerprint(self) -> Any:
-        if self._fingerprint is None:
-            from .fingerprint import collect_fingerprint
+    def gpu_leases(self) -> Any:
+        """The GPUs engines may use (hw/leases.py); None on the CPU build."""
+        from .hw.nvml import fake_gpus_requested, visible_gpus
 
-            self._fingerprint = collect_fingerprint(self.device)
-        return self._fingerprint
+        if self._leases is None and (self.device == "gpu" or fake_gpus_requested()):
+            from .hw.leases import GpuLeases
+            from .workers import worker_gpus
 
-    @property
-    def store(self) -> Any:
-        if self._store is None:
-            from .baselines import BaselineStore
+            assigned = worker_gpus(self.config)
+            if assigned is None:
+                gpus = visible_gpus()
+                assigned = (gpus, gpus)
+            self._leases = GpuLeases(*assigned)
+        return self._leases
 
-            fp = self.fingerprint
-            key = self.config.hook.pytest_llmperf_hardware_key(config=self.config, fingerprint=fp)
-            self._store = BaselineStore(self.baseline_root, key or fp.hardware_key)
-        return self._store
+    def fingerprint_for(self, plan: Plan) -> Any:
+        """This machine as one test's engine sees it: on a GPU, exactly its ``tp`` GPUs."""
+        from .fingerprint import collect_fingerprint
+
+        gpus = self.gpu_leases.choose(plan.engine.tp) if self.device == "gpu" else None
+        key = tuple(g.uuid for g in gpus or ())
+        if key not in self._fingerprints:
+            self._fingerprints[key] = collect_fingerprint(self.device, gpus)
+        return self._fingerprints[key]
+
+    def store_for(self, plan: Plan) -> Any:
+        """The baselines of the hardware a test's engine runs on (keyed by its GPU count)."""
+        from .baselines import BaselineStore
+
+        fp = self.fingerprint_for(plan)
+        key = self.config.hook.pytest_llmperf_hardware_key(config=self.config, fingerprint=fp)
+        key = key or fp.hardware_key
+        if key not in self._stores:
+            self._stores[key] = BaselineStore(self.baseline_root, key)
+            self.baseline_dirs.append(str(self._stores[key].directory))
+            self.machines[key] = fp.to_json()
+        return self._stores[key]
+
+    def gpu_shortage(self, tp: int) -> str | None:
+        """Why a tp-GPU engine cannot run in this session, or None."""
+        pool = self.gpu_leases.pool if self.gpu_leases is not None else []
+        if tp <= len(pool):
+            return None
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        where = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+        return f"tp={tp} needs {tp} GPUs, {len(pool)} visible{where}"
 
     @property
     def peak_bandwidth_bytes_s(self) -> float | None:
@@ -233,7 +268,7 @@ class LLMPerfSession:
         if self._peak_bandwidth is False:
             self._peak_bandwidth = None
             if self.device == "gpu":
-                from .gpu import NvmlUnavailable, gpu_info
+                from .hw.nvml import NvmlUnavailable, gpu_info
 
                 try:
                     tb_s = gpu_info().devices[0].peak_bandwidth_tb_s
@@ -259,12 +294,12 @@ class LLMPerfSession:
         if self.device == "gpu":
             if spec.device == "cpu":
                 return None, "perf test pinned to device='cpu'; run without --gpu"
-            visible = self.fingerprint.gpu_count
-            if spec.engine.tp > visible:
-                return None, f"tp={spec.engine.tp} needs {spec.engine.tp} GPUs, {visible} visible"
             engine, workload, stand_in = spec.engine, spec.workload, False
+            short = self.gpu_shortage(engine.tp)
+            if short is not None:
+                return None, short
             if self.memory_budget is not None:
-                device_bytes = int(self.fingerprint.gpu_memory_mib) * 2**20
+                device_bytes = int(self.gpu_leases.choose(engine.tp)[0].memory_total_mib) * 2**20
                 engine = under_budget(engine, resolve_model(engine.model), self.memory_budget,
                                       device_bytes)
         else:
@@ -373,7 +408,7 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     session = LLMPerfSession(config)
     if session.device == "gpu" and not config.option.collectonly:
-        from .gpu import usable_gpu_reason
+        from .hw.nvml import usable_gpu_reason
 
         reason = usable_gpu_reason()
         if reason is not None:
@@ -385,7 +420,34 @@ def pytest_configure(config: pytest.Config) -> None:
             session.ab_commit = resolve_ref(repo_root(config.rootpath), session.ab_ref)
         except ABError as exc:
             raise pytest.UsageError(str(exc)) from None
+    _configure_xdist(config, session)
     config.stash[_SESSION] = session
+
+
+def _configure_xdist(config: pytest.Config, session: LLMPerfSession) -> None:
+    """pytest-xdist: pin a worker to its GPUs, or let the controller assign them (workers.py)."""
+    from .workers import Controller, Worker, configure_worker, is_worker, planned_workers
+
+    if is_worker(config):
+        configure_worker(config)
+        config.pluginmanager.register(Worker(config, session), "llmperf-xdist-worker")
+    elif planned_workers(config):
+        leases = session.gpu_leases
+        gpus = leases.pool if leases is not None else []
+        config.pluginmanager.register(Controller(config, gpus, session), "llmperf-xdist-controller")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` with ``--gpu``: one pytest-xdist worker per visible GPU."""
+    from .hw.nvml import DeviceOrderError, NvmlUnavailable, fake_gpus_requested, visible_gpus
+
+    if not (config.option.gpu or fake_gpus_requested()):
+        return None
+    try:
+        return len(visible_gpus()) or None
+    except (NvmlUnavailable, DeviceOrderError):
+        return None  # pytest_configure turns this into a usage error
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -555,7 +617,14 @@ def _perf_kwargs(item: pytest.Function, collector: pytest.Collector) -> dict[str
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Group tests that share an engine config, so each config starts once."""
+    """Group tests that share an engine config, so each config starts once (per worker)."""
+    from .workers import publish_groups
+
+    def engine_key(item: pytest.Item) -> Any:
+        plan = item.stash.get(_PLAN, None)
+        return plan.engine.key() if plan is not None else None
+
+    publish_groups(config, items, engine_key)
     first_index: dict[Any, int] = {}
     order: list[tuple[int, int]] = []
     for i, item in enumerate(items):
@@ -585,23 +654,24 @@ def _unusable_baselines(session: LLMPerfSession, items: list[pytest.Item]) -> di
     """{item: why its baseline file cannot be used} for the items given."""
     from .baselines import BaselineError
 
-    try:
-        store = session.store
-    except Exception:  # noqa: BLE001 - no fingerprint here: the first test reports why
-        return {}
-    by_suite: dict[str, str | None] = {}
+    by_suite: dict[tuple[str, str], str | None] = {}
     out: dict[pytest.Item, str] = {}
     for item in items:
+        try:  # baselines are per hardware key: the GPUs this test's engine uses
+            store = session.store_for(item.stash[_PLAN])
+        except Exception:  # noqa: BLE001 - no fingerprint here: the first test reports why
+            return {}
         suite = _test_key(item)[0]
-        if suite not in by_suite:
+        key = (store.hardware_key, suite)
+        if key not in by_suite:
             try:
                 store.load(suite)
-                by_suite[suite] = None
+                by_suite[key] = None
             except BaselineError as exc:
-                by_suite[suite] = f"baseline file unusable: {exc}"
+                by_suite[key] = f"baseline file unusable: {exc}"
             except ValueError as exc:  # a test file outside the rootdir has no baseline place
-                by_suite[suite] = f"no baseline file for this test: {exc}"
-        problem = by_suite[suite]
+                by_suite[key] = f"no baseline file for this test: {exc}"
+        problem = by_suite[key]
         if problem is not None:
             out[item] = problem
     return out
@@ -731,8 +801,8 @@ def llm_engine(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture(scope="session")
 def gpu_info(pytestconfig: pytest.Config) -> Any:
     """NVML facts about the GPUs (skips where there is none)."""
-    from .gpu import NvmlUnavailable
-    from .gpu import gpu_info as collect
+    from .hw.nvml import NvmlUnavailable
+    from .hw.nvml import gpu_info as collect
 
     try:
         return collect()
@@ -766,7 +836,9 @@ _NEVER_RAN = "perf test never called llmperf.run(): nothing measured"
 
 def _test_key(item: pytest.Item) -> tuple[str, str]:
     """(suite file relative to rootdir, test id within it) for baseline storage."""
-    path, _, name = item.nodeid.partition("::")
+    from .workers import plain_nodeid
+
+    path, _, name = plain_nodeid(item.nodeid).partition("::")
     return path, name or item.name
 
 
@@ -780,7 +852,9 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
             item.warn(LLMPerfWarning(f"{_NEVER_RAN} (a failure with --llmperf-strict)"))
         return None
     result = results[-1]
-    verdict = Verdict(test_id=item.nodeid, result=result, failed_test=failed_test)
+    from .workers import plain_nodeid
+
+    verdict = Verdict(test_id=plain_nodeid(item.nodeid), result=result, failed_test=failed_test)
     notes: list[str] = item.stash.get(_NOTES, [])
     verdict.messages.extend(notes)
     session.verdicts.append(verdict)
@@ -806,6 +880,7 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
         )
     if failed_test:
         return verdict
+    session.hardware_keys[verdict.test_id] = session.store_for(plan).hardware_key
     suite, test_id = _test_key(item)
     try:
         if session.update:
@@ -815,8 +890,9 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
                 from .results import pool_starts
 
                 verdict.result = pool_starts(starts)
-            entry = BaselineEntry.from_starts(test_id, starts, session.fingerprint, _git_commit(item))
-            session.store.update(suite, {test_id: entry})
+            entry = BaselineEntry.from_starts(test_id, starts, session.fingerprint_for(plan),
+                                              _git_commit(item))
+            session.store_for(plan).update(suite, {test_id: entry})
             verdict.baseline_status = "updated"
         elif session.ab is None or not _gate_paired(item, session, plan, verdict, suite,
                                                     test_id, result):
@@ -863,9 +939,9 @@ def _gate_against_store(item: pytest.Item, session: LLMPerfSession, plan: Plan, 
     """The stored-baseline gate, with confirmation starts while it is inconclusive."""
     from .gate import compare_entry, settle
 
-    stored = session.store.get(suite, test_id)
+    stored = session.store_for(plan).get(suite, test_id)
     verdict.baseline = stored
-    file_entries = list(session.store.load(suite).values())
+    file_entries = list(session.store_for(plan).load(suite).values())
     hook = item.config.hook.pytest_llmperf_compare
     tolerances = session.tolerances(plan.spec)
     starts = [result]
@@ -889,7 +965,7 @@ def _gate_against_store(item: pytest.Item, session: LLMPerfSession, plan: Plan, 
     if comparison is not None:
         verdict.messages.extend(comparison.notes)  # the noise's source, unresolvable tolerances
     if status in ("missing", "stale"):
-        where = session.store.path_for(suite)
+        where = session.store_for(plan).path_for(suite)
         text = f"{item.nodeid}: {messages[0]} ({where})"
         if session.strict:
             verdict.limit_failures.append(text + " [--llmperf-strict]")
@@ -919,8 +995,8 @@ def _gate_paired(item: pytest.Item, session: LLMPerfSession, plan: Plan, verdict
     from .baselines import BaselineError
 
     try:
-        stored = session.store.get(suite, test_id)
-        file_entries = list(session.store.load(suite).values())
+        stored = session.store_for(plan).get(suite, test_id)
+        file_entries = list(session.store_for(plan).load(suite).values())
     except (BaselineError, ValueError, OSError):  # only costs the learned noise here
         stored, file_entries = None, []
     noise = runner_noise(stored, file_entries)
@@ -1017,26 +1093,38 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
             warnings.warn(LLMPerfWarning(str(exc)), stacklevel=1)
 
 
-def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
-    session = config.stash.get(_SESSION, None)
-    if session is None or not session.verdicts:
-        return
+def _run_report(session: LLMPerfSession, config: pytest.Config) -> Any:
+    """One report over every verdict, each test under the hardware key of its engine's GPUs."""
     from .reports import RunReport
+    from .reports.model import merge_reports
+
+    git = _git_commit_of(config) if session.machines else None
+    by_key: dict[str | None, list[Any]] = {}
+    for v in session.verdicts:
+        by_key.setdefault(session.hardware_keys.get(v.test_id), []).append(v)
+    return merge_reports([
+        (key or "unmeasured", RunReport.from_verdicts(
+            verdicts, fingerprint=session.machines.get(key or ""), hardware_key=key,
+            git_commit=git))
+        for key, verdicts in by_key.items()
+    ])
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    from .workers import is_worker
+
+    session = config.stash.get(_SESSION, None)
+    if session is None or not session.verdicts or is_worker(config):
+        return  # an xdist worker's verdicts are reported by the controller
     from .reports.outputs import OutputPaths, write_outputs
     from .reports.terminal import detail_lines, summary_lines
 
-    measured = session._fingerprint is not None
-    report = RunReport.from_verdicts(
-        session.verdicts,
-        fingerprint=session.fingerprint.to_json() if measured else None,
-        hardware_key=session.store.hardware_key if measured else None,
-        git_commit=_git_commit_of(config) if measured else None,
-    )
+    report = _run_report(session, config)
     tr = terminalreporter
     tr.write_sep("=", "llmperf summary")
     where = f"device: {session.device}"
-    if measured:
-        where += f", baselines: {session.store.directory}"
+    if session.baseline_dirs:
+        where += f", baselines: {', '.join(session.baseline_dirs)}"
     tr.write_line(where)
     for line in summary_lines(report):
         tr.write_line(line)

@@ -17,33 +17,12 @@ from typing import Any
 
 import psutil
 
-from .gpu import GIB
+from .hw.nvml import GIB, VisibleGpu
 
-# nvmlClocksEventReason* bits (formerly "throttle reasons"), stable across drivers.
-_REASON_BITS = {
-    0x0000000000000004: "power cap",
-    0x0000000000000008: "hardware slowdown",
-    0x0000000000000020: "thermal slowdown (software)",
-    0x0000000000000040: "thermal slowdown (hardware)",
-    0x0000000000000080: "power brake slowdown",
-}
 # Power capping under full load is normal on some boards; flag it only when it holds
 # the clocks for a good share of the trial, other reasons on any sample.
 _SHARE_TO_FLAG = {"power cap": 0.25}
 HOT_C = 87
-
-
-def _temperature(nv: Any, handle: Any) -> int | None:
-    """GPU temperature; the versioned call first, as newer drivers retire the old one."""
-    for name in ("nvmlDeviceGetTemperatureV", "nvmlDeviceGetTemperature"):
-        fn = getattr(nv, name, None)
-        if fn is None:
-            continue
-        try:
-            return int(fn(handle, 0))  # 0 = NVML_TEMPERATURE_GPU
-        except Exception:
-            continue
-    return None
 
 
 @dataclass
@@ -51,7 +30,7 @@ class Sample:
     t: float
     process_gib: float
     device_gib: float | None = None
-    reasons: tuple[str, ...] = ()
+    reasons: tuple[str, ...] = ()  # "thermal slowdown (software) on GPU 1"
     foreign: tuple[int, ...] = ()
     temp_c: int | None = None
     power_w: float | None = None
@@ -59,10 +38,14 @@ class Sample:
 
 @dataclass
 class ResourceSampler:
-    """Samples every ``interval_s`` until stopped; call :meth:`window` for a trial."""
+    """Samples every ``interval_s`` until stopped; call :meth:`window` for a trial.
+
+    ``gpus`` are exactly the GPUs the engine uses (see hw/nvml.py); each is read on
+    every sample, so a throttled or shared GPU of a tensor-parallel engine is seen.
+    """
 
     device: str  # "gpu" or "cpu"
-    gpu_indices: list[int] = field(default_factory=lambda: [0])
+    gpus: list[VisibleGpu] = field(default_factory=list)
     interval_s: float = 0.05
     samples: list[Sample] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -71,19 +54,15 @@ class ResourceSampler:
     _idle_device_gib: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.device == "gpu":
-            try:
-                import pynvml  # type: ignore[import-not-found, import-untyped, unused-ignore]
+        if self.device == "gpu" and self.gpus:
+            from .hw import nvml
 
-                pynvml.nvmlInit()
-                self._nv = pynvml
+            try:
+                self._nv = nvml.load()
                 # Taken before the engine starts: in a container NVML may report host
                 # PIDs that match nothing here, and then the engine's share is the
-                # device's growth since this moment.
-                self._idle_device_gib = sum(
-                    pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).used
-                    for i in self.gpu_indices
-                ) / GIB
+                # devices' growth since this moment.
+                self._idle_device_gib = sum(nvml.memory_used_gib(self._nv, g) for g in self.gpus)
             except Exception:
                 self._nv = None
 
@@ -117,46 +96,37 @@ class ResourceSampler:
                 with contextlib.suppress(psutil.Error):
                     rss += p.memory_info().rss
             return Sample(now, rss / GIB)
-        nv = self._nv
+        from .hw.nvml import read_gpu
+
         pids = {p.pid for p in tree}
         own = 0.0
         device = 0.0
         reasons: set[str] = set()
         foreign: set[int] = set()
-        temp = None
-        power = None
+        temps: list[int] = []
+        power: list[float] = []
         matched = False
-        for i in self.gpu_indices:
-            h = nv.nvmlDeviceGetHandleByIndex(i)
-            device += nv.nvmlDeviceGetMemoryInfo(h).used / GIB
-            procs = nv.nvmlDeviceGetComputeRunningProcesses(h) or []
-            mine = [p for p in procs if p.pid in pids]
+        for gpu in self.gpus:
+            r = read_gpu(self._nv, gpu)
+            device += r.used_gib
+            mine = {pid: gib for pid, gib in r.processes.items() if pid in pids}
             matched = matched or bool(mine)
-            own += sum((p.usedGpuMemory or 0) for p in mine) / GIB
+            own += sum(mine.values())
             if mine:
-                foreign.update(p.pid for p in procs if p.pid not in pids)
-            elif len(procs) > 1:
+                foreign.update(pid for pid in r.processes if pid not in pids)
+            elif len(r.processes) > 1:
                 # PIDs from another namespace: one engine process per GPU is expected.
-                foreign.update(p.pid for p in procs)
+                foreign.update(r.processes)
+            # Guards on every GPU the engine uses, whether or not its PIDs are seen.
+            reasons.update(f"{name} on GPU {gpu.order}" for name in r.reasons)
+            if r.temp_c is not None:
+                temps.append(r.temp_c)
+            if r.power_w is not None:
+                power.append(r.power_w)
         if not matched:
             own = max(device - self._idle_device_gib, 0.0)
-            try:
-                bits = nv.nvmlDeviceGetCurrentClocksEventReasons(h)
-            except Exception:
-                try:
-                    bits = nv.nvmlDeviceGetCurrentClocksThrottleReasons(h)
-                except Exception:
-                    bits = 0
-            reasons.update(name for bit, name in _REASON_BITS.items() if bits & bit)
-            t = _temperature(nv, h)
-            if t is not None:
-                temp = t if temp is None else max(temp, t)
-            try:
-                w = nv.nvmlDeviceGetPowerUsage(h) / 1000.0
-                power = w if power is None else power + w
-            except Exception:
-                pass
-        return Sample(now, own, device, tuple(sorted(reasons)), tuple(sorted(foreign)), temp, power)
+        return Sample(now, own, device, tuple(sorted(reasons)), tuple(sorted(foreign)),
+                      max(temps) if temps else None, sum(power) if power else None)
 
     def window(self, t0: float, t1: float) -> list[Sample]:
         return [s for s in self.samples if t0 <= s.t <= t1]
@@ -180,7 +150,8 @@ class ResourceSampler:
             out.append(f"other processes on the GPU: pids {', '.join(map(str, foreign))}")
         for name in sorted({r for s in win for r in s.reasons}):
             share = sum(name in s.reasons for s in win) / len(win)
-            if share >= _SHARE_TO_FLAG.get(name, 0.0):
+            kind = name.split(" on GPU ")[0]
+            if share >= _SHARE_TO_FLAG.get(kind, 0.0):
                 out.append(f"clocks held down: {name} in {share:.0%} of samples")
         temps = [s.temp_c for s in win if s.temp_c is not None]
         if temps and max(temps) >= HOT_C:

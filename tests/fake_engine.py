@@ -28,14 +28,16 @@ class FakeEngines:
     # Optional speed of a config relative to tok_s (e.g. slower with more layers).
     speed: Callable[[EngineConfig], float] | None = None
     started: list[str] = field(default_factory=list)
+    gpus: list[list[str]] = field(default_factory=list)  # UUIDs each engine was given
     stopped: int = 0
 
-    def start(self, config: EngineConfig, device: str, progress: Any = None, **_: Any) -> FakeHandle:
+    def start(self, config: EngineConfig, device: str, progress: Any = None, **kwargs: Any) -> FakeHandle:
         if progress is not None:
             progress(ProgressEvent("starting", f"starting engine {config.label()} [{device}]"))
         if config.model in self.fail_models:
             raise EngineError("start", f"ValueError: fake refusal of {config.model}")
         self.started.append(config.model)
+        self.gpus.append([g.uuid for g in kwargs.get("gpus") or []])
         return FakeHandle(self, config, device)
 
 
@@ -45,6 +47,9 @@ class FakeHandle:
     config: EngineConfig
     device: str
     start_time_s: float = 1.0
+    # No GPUs to watch: the release check has nothing to wait for.
+    gpus: tuple[Any, ...] = ()
+    gpu_pids_before: frozenset[int] = frozenset()
 
     def alive(self) -> bool:
         return True

@@ -6,10 +6,10 @@ import re
 import shutil
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
+from fake_nvml import FakeGpu, FakeNvml, h100s
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -129,41 +129,11 @@ def test_gpu_without_nvml_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> N
         collect_fingerprint("gpu")
 
 
-class _NVMLError(Exception):
-    pass
-
-
-def _fake_pynvml(count: int = 2, fail_init: bool = False) -> types.ModuleType:
-    calls: list[str] = []
-    mod = types.ModuleType("pynvml")
-    mod.calls = calls  # type: ignore[attr-defined]
-
-    def init() -> None:
-        if fail_init:
-            raise _NVMLError("Driver Not Loaded")
-        calls.append("init")
-
-    mod.nvmlInit = init  # type: ignore[attr-defined]
-    mod.nvmlShutdown = lambda: calls.append("shutdown")  # type: ignore[attr-defined]
-    mod.nvmlDeviceGetCount = lambda: count  # type: ignore[attr-defined]
-    mod.nvmlDeviceGetHandleByIndex = lambda i: f"h{i}"  # type: ignore[attr-defined]
-    mod.nvmlDeviceGetUUID = lambda h: f"GPU-{h[1:]}aaaa-bbbb"  # type: ignore[attr-defined]
-
-    def by_uuid(uuid: str) -> str:
-        if not uuid.startswith("MIG-ok"):
-            raise _NVMLError("Not Found")
-        return "mig"
-
-    mod.nvmlDeviceGetHandleByUUID = by_uuid  # type: ignore[attr-defined]
-    mod.nvmlDeviceGetName = (  # type: ignore[attr-defined]
-        lambda h: b"NVIDIA H100 80GB HBM3 MIG 1g.10gb" if h == "mig" else b"NVIDIA H100 80GB HBM3"
-    )
-    mod.nvmlDeviceGetMemoryInfo = (  # type: ignore[attr-defined]
-        lambda h: types.SimpleNamespace(total=(10 if h == "mig" else 80) * 2**30)
-    )
-    mod.nvmlSystemGetDriverVersion = lambda: "580.65.06"  # type: ignore[attr-defined]
-    mod.nvmlSystemGetCudaDriverVersion = lambda: 13000  # type: ignore[attr-defined]
-    return mod
+def _fake_pynvml(count: int = 2, fail_init: bool = False) -> FakeNvml:
+    gpus = h100s(count)
+    mig = FakeGpu(uuid="MIG-ok-1", pci_bus_id="", name="NVIDIA H100 80GB HBM3 MIG 1g.10gb",
+                  total_gib=10, parent=gpus[1] if count > 1 else None)
+    return FakeNvml(gpus, migs=[mig], fail_init=fail_init)
 
 
 def test_collect_gpu_fingerprint_with_fake_nvml(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -88,7 +88,7 @@ def test_bad_options_are_usage_errors(pytester: pytest.Pytester, arg: str, messa
 
 
 def test_gpu_flag_without_gpu_is_a_usage_error(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pytest_llmperf.gpu as gpu
+    import pytest_llmperf.hw.nvml as gpu
 
     monkeypatch.setattr(gpu, "usable_gpu_reason", lambda: "NVML did not initialise: no driver")
     result = pytester.runpytest("--gpu")
