@@ -437,7 +437,7 @@ def _configure_xdist(config: pytest.Config, session: LLMPerfSession) -> None:
         config.pluginmanager.register(Controller(config, gpus, session), "llmperf-xdist-controller")
 
 
-@pytest.hookimpl(optionalhook=True)
+@pytest.hookimpl(optionalhook=True, tryfirst=True)  # before xdist's CPU count
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` with ``--gpu``: one pytest-xdist worker per visible GPU."""
     from .hw.nvml import DeviceOrderError, NvmlUnavailable, fake_gpus_requested, visible_gpus

@@ -134,12 +134,16 @@ def test_more_workers_than_gpus_is_a_usage_error(pytester: pytest.Pytester, fake
     assert _starts(pytester) == []
 
 
-def test_n_auto_starts_one_worker_per_gpu(pytester: pytest.Pytester, fake_gpus: list[str]) -> None:
+def test_n_auto_starts_one_worker_per_gpu(
+    pytester: pytest.Pytester, fake_gpus: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    three = [*fake_gpus, fake_gpus[0][:-1] + "2"]  # more GPUs than this machine's CPUs
+    monkeypatch.setenv("LLMPERF_FAKE_GPUS", ",".join(three))
     pytester.makepyfile(test_suite=SUITE)
     result = pytester.runpytest("-p", "xdist", "-n", "auto", "--gpu")
     result.assert_outcomes(passed=5)
-    result.stdout.fnmatch_lines(["*2 workers*"])
-    assert {s["worker"] for s in _starts(pytester)} <= {"gw0", "gw1"}
+    result.stdout.fnmatch_lines(["*3 workers [[]5 items[]]*"])
+    assert len(_starts(pytester)) == 3
 
 
 def test_tp_beyond_the_visible_gpus_skips_with_a_reason(
