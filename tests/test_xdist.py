@@ -149,12 +149,16 @@ def test_n_auto_starts_one_worker_per_gpu(
 def test_tp_beyond_the_visible_gpus_skips_with_a_reason(
     pytester: pytest.Pytester, fake_gpus: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import fake_engine
+
+    fake = fake_engine.install(monkeypatch)  # in this process: no xdist here
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     pytester.makepyfile(test_suite=SUITE)
-    result = pytester.runpytest("-p", "xdist", "-n", "1", "--gpu", "-rs")
+    result = pytester.runpytest("--gpu", "-rs")
     result.assert_outcomes(passed=4, skipped=1)
     result.stdout.fnmatch_lines(["*tp=2 needs 2 GPUs, 1 visible (CUDA_VISIBLE_DEVICES='1')*"])
-    assert {tuple(s["gpus"]) for s in _starts(pytester)} == {(fake_gpus[1],)}
+    # Every engine was pinned to the one visible GPU.
+    assert fake.gpus == [[fake_gpus[1]], [fake_gpus[1]]]
 
 
 def _has_cpu_build() -> bool:
