@@ -1,4 +1,4 @@
-"""The config table's tensor-parallel row beside its one-GPU twin (issue 16).
+"""The config table's tensor-parallel row (suites/test_throughput.py) beside its one-GPU twin (issue 16).
 
 Llama-3.1-8B shape, max_model_len 1536, 192 new tokens, batch 4,
 gpu_memory_utilization 0.88 (prompts of 1,024 tokens): once on one GPU, once split
