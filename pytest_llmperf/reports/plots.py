@@ -226,7 +226,8 @@ def plot_latency(t: TestRecord, path: Path) -> Path | None:
             _cdf(ax, getattr(other, attr.removesuffix("_ms")), BASE, 2.0, 0.9, other_name)
         for i, trial in enumerate(r.trials):
             _cdf(ax, getattr(trial, attr), HEAD, 0.8, 0.35, "trials" if i == 0 else None)
-        _cdf(ax, getattr(r, attr.removesuffix("_ms")), HEAD, 2.2, 1.0, "now (median of trials)")
+        _cdf(ax, getattr(r, attr.removesuffix("_ms")), HEAD, 2.2, 1.0,
+             f"{'head' if other is not None else 'now'} (median of trials)")
         ax.set_yticks([_nines(q) for _, q in _QUANTILES], [n for n, _ in _QUANTILES])
         ax.set_ylim(_nines(0.5) - 0.15, _nines(0.999) + 0.2)
         ax.set_xlabel(f"{name} (ms)")
@@ -254,7 +255,7 @@ def plot_compare(t: TestRecord, path: Path) -> Path | None:
     other: Any = t.base if t.base is not None else t.baseline
     if other is None:
         return None
-    side = "base" if t.base is not None else "baseline"
+    side, now_name = ("base", "head") if t.base is not None else ("baseline", "now")
     fig = _figure(10, 3.6)
     axes = fig.subplots(1, len(_COMPARED))
     for ax, (metric, title) in zip(axes, _COMPARED, strict=True):
@@ -270,7 +271,7 @@ def plot_compare(t: TestRecord, path: Path) -> Path | None:
         for i, vals in enumerate((before, now)):
             jitter = np.linspace(-0.12, 0.12, len(vals)) if len(vals) > 1 else [0.0]
             ax.scatter(i + np.asarray(jitter), vals, color="black", s=10, zorder=3)
-        ax.set_xticks([0, 1], [side, "now"])
+        ax.set_xticks([0, 1], [side, now_name])
         change = meds[1] / meds[0] - 1.0
         row = t.comparison_row(metric)
         verdict = row.verdict if row is not None else "ok"
@@ -278,8 +279,8 @@ def plot_compare(t: TestRecord, path: Path) -> Path | None:
         ax.set_title(f"{title}\n{change:+.1%}" + ("" if verdict == "ok" else f"  {verdict}"),
                      fontsize=9, color=color)
         ax.set_ylim(0, max(max(before), max(now)) * 1.15)
-    fig.suptitle(f"{side.capitalize()} vs now: {_short(t.test_id)} ({t.label})", fontsize=10,
-                 x=0.01, ha="left")
+    fig.suptitle(f"{side.capitalize()} vs {now_name}: {_short(t.test_id)}: {t.label}",
+                 fontsize=10, x=0.01, ha="left")
     return _save(fig, path)
 
 
