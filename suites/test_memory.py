@@ -1,13 +1,20 @@
-"""Does the KV cache hold what the model card predicts, and does a stopped engine give
-all its memory back?
+"""Does the KV cache hold what the model card predicts, is vLLM's "maximum concurrency"
+real, and does a stopped engine give all its memory back?
 
 - Capacity: vLLM's KV-cache tokens against the card's formula (KV bytes vLLM set aside
   / 2 x layers x KV heads x head dim x dtype bytes), within 10%; the weights it loaded
   against the card's parameter count, likewise (GPU-sized models only).
+- Concurrency: with the KV cache pinned (768 MiB: 16 requests of 384 tokens), vLLM's
+  reported maximum concurrency for a full-length request matches capacity /
+  max_model_len; 90% of that many full-length requests run without preemption, twice
+  as many do not (short prompts, long outputs: vLLM admits a request by its prompt
+  and preempts as outputs grow).
 - Leaks: the same engine started and stopped 5 times (2 on the CPU build, where a start
   costs half a minute); after each stop, GPU memory, /dev/shm, child processes and this
   process's RSS are back to their idle level.
 """
+
+import math
 
 import pytest
 from tiny import TINY_ENGINE
@@ -30,6 +37,25 @@ def test_kv_capacity_matches_the_card(llmperf):
     predicted = predicted_weight_bytes(source.config) / 2**30
     if predicted >= 1 and mem.weights_gib:  # vLLM logs GiB to two decimals
         assert mem.weights_gib * llmperf.engine_config.tp == pytest.approx(predicted, rel=0.10)
+
+
+@perf(model="llama-3.1-8b", max_model_len=384, max_num_seqs=32, batch=14, input_len=128,
+      output_len=256, trials=1, enforce_eager=True, extra={"kv_cache_memory_bytes": 768 * 2**20},
+      cpu={"model": "tiny-llama-2l", "max_model_len": 256, "max_num_seqs": 16, "batch": 7,
+           "input_len": 64, "output_len": 192, "warmup": 0,
+           "extra": {"kv_cache_memory_bytes": 2 * 2**20}})
+def test_reported_max_concurrency_is_real(llmperf, llm_engine):
+    length = llmperf.engine_config.max_model_len
+    concurrency = llm_engine.info["max_concurrency"]
+    assert concurrency == pytest.approx(llm_engine.kv_cache_tokens / length, rel=0.10)
+    fits = llmperf.run(batch=max(1, math.floor(0.9 * concurrency)))
+    assert fits.preemptions == 0, f"{fits.preemptions} preemptions below the reported concurrency"
+    overload = llmperf.run(batch=llmperf.engine_config.max_num_seqs)
+    assert overload.preemptions > 0, f"{overload.workload.batch} full-length requests ran without preemption"
+    llmperf.note(f"max concurrency {concurrency:.1f}x at {length} tokens: "
+                 f"{fits.workload.batch} requests ran clean, {overload.workload.batch} preempted "
+                 f"{overload.preemptions} times")
+    llmperf.gate_on(fits)
 
 
 @perf(model="llama-3.1-8b", max_model_len=1024, batch=8, input_len=128, output_len=32,
