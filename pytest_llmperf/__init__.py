@@ -19,6 +19,7 @@ _PLUGIN_ATTRS = (
     "pytest_addoption",
     "pytest_configure",
     "pytest_unconfigure",
+    "pytest_keyboard_interrupt",
     "pytest_pycollect_makeitem",
     "pytest_collection_modifyitems",
     "pytest_collection_finish",

@@ -1,6 +1,7 @@
 """The engine process: builds one ``vllm.LLM`` and serves workloads over a pipe.
 
-Runs as a spawned, non-daemonic child (vLLM starts processes of its own). Its
+Runs as a spawned, non-daemonic child (vLLM starts processes of its own), guarded
+by :mod:`pytest_llmperf.procs`: its own process group, ended with its owner. Its
 stdout/stderr, and so those of vLLM's engine-core children, go to a log file that
 the parent reads back to explain a failure in vLLM's own words. Messages are
 plain dicts of JSON-able values so both sides stay independent of pickled classes.
@@ -14,6 +15,8 @@ import sys
 import time
 import traceback
 from typing import Any
+
+from .procs import guard_child
 
 _KV_TOKENS = re.compile(r"KV cache size: ([\d,]+) tokens")
 _CONCURRENCY = re.compile(r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x")
@@ -131,7 +134,9 @@ def _error(phase: str, exc: BaseException) -> dict[str, Any]:
 
 def worker_main(conn: Any, request: dict[str, Any]) -> None:
     """Entry point of the child: start the engine, then answer ``run``/``stop``."""
-    os.setpgrp()  # so the parent can end us and vLLM's children as one group
+    # Own process group (the parent ends us and vLLM's children as one), the owner
+    # marker for every process vLLM starts, and death with the owner, however it dies.
+    guard_child(request["owner_pid"], title="engine")
     if request.get("sys_path"):
         # Started with another interpreter (--llmperf-ab-python): its own packages
         # (vLLM above all) must load, not the parent's, which spawn handed down.

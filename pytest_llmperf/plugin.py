@@ -191,6 +191,7 @@ class LLMPerfSession:
         self.baseline_dirs: list[str] = []  # every baseline directory used, for the summary
         self.machines: dict[str, dict[str, Any]] = {}  # hardware key -> fingerprint JSON
         self.hardware_keys: dict[str, str] = {}  # test id -> hardware key of its engine
+        self.interrupted = False  # Ctrl-C or SIGTERM: engines are killed, no report written
         self._engines: Any = None
         self._leases: Any = None
         self._stores: dict[str, Any] = {}
@@ -326,6 +327,9 @@ class LLMPerfSession:
 
 
 _SESSION = pytest.StashKey[LLMPerfSession]()
+# pytest_keyboard_interrupt gets no config; the sessions of this process (more than
+# one only when pytester runs pytest inside pytest).
+_LIVE_SESSIONS: list[LLMPerfSession] = []
 
 
 def _run_options(config: pytest.Config) -> RunOptions:
@@ -422,6 +426,9 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(str(exc)) from None
     _configure_xdist(config, session)
     config.stash[_SESSION] = session
+    _LIVE_SESSIONS.append(session)
+    config.add_cleanup(lambda: _LIVE_SESSIONS.remove(session))
+    _install_sigterm(config)
 
 
 def _configure_xdist(config: pytest.Config, session: LLMPerfSession) -> None:
@@ -453,9 +460,10 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     session = config.stash.get(_SESSION, None)
     if session is not None and session._engines is not None:
-        session._engines.close()
+        session._engines.close(kill=session.interrupted)
     if session is not None and session.ab_checkout is not None:
         session.ab_checkout.close()
+    _restore_sigterm(config)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -518,6 +526,45 @@ def _plan_base(config: pytest.Config, llm: LLMPerfSession) -> None:
         )
     except ABError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+# -- process lifecycle: Ctrl-C and SIGTERM end the run fast, with every engine --------
+_SIGTERM_PREVIOUS = pytest.StashKey[Any]()
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def _install_sigterm(config: pytest.Config) -> None:
+    """SIGTERM behaves like Ctrl-C (CI runners cancel with SIGINT, then SIGTERM).
+
+    Only where nobody else handles SIGTERM, and only on the main thread (the only
+    one Python lets set a handler).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+    config.stash[_SIGTERM_PREVIOUS] = signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
+
+def _restore_sigterm(config: pytest.Config) -> None:
+    import signal
+
+    previous = config.stash.get(_SIGTERM_PREVIOUS, None)
+    if previous is not None and signal.getsignal(signal.SIGTERM) is _sigterm_as_interrupt:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def pytest_keyboard_interrupt(excinfo: pytest.ExceptionInfo[BaseException]) -> None:
+    """Ctrl-C or SIGTERM: end the engine now, before pytest prints its summary."""
+    for session in _LIVE_SESSIONS:
+        session.interrupted = True
+        if session._engines is not None:
+            session._engines.close(kill=True)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -735,9 +782,12 @@ class LLMPerfFixture:
         except EngineError as exc:
             budget = self._session.memory_budget_text
             where = f" (under --llmperf-memory-budget {budget})" if budget else ""
-            pytest.fail(f"{exc}{where}", pytrace=False)
-        self.results.append(result)
-        return result
+            failure = f"{exc}{where}"
+        else:
+            self.results.append(result)
+            return result
+        # Outside the except block, so the report shows the reason once, unchained.
+        pytest.fail(failure, pytrace=False)
 
     def sweep(self, engine: dict[str, Any] | None = None,
               loads: Any = ({},)) -> Any:
@@ -795,7 +845,8 @@ def llm_engine(request: pytest.FixtureRequest) -> Any:
     try:
         return request.config.stash[_SESSION].engines.get(plan.engine)
     except EngineError as exc:
-        pytest.fail(str(exc), pytrace=False)
+        failure = str(exc)
+    pytest.fail(failure, pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -1009,7 +1060,8 @@ def _gate_paired(item: pytest.Item, session: LLMPerfSession, plan: Plan, verdict
             return session.engines.get(side.engine, python=side.python).run(side.workload)
         except EngineError as exc:
             which = "base" if side is base else "head"
-            pytest.fail(f"{item.nodeid}: paired run, {which} side ({ref}): {exc}", pytrace=False)
+            failure = f"{item.nodeid}: paired run, {which} side ({ref}): {exc}"
+        pytest.fail(failure, pytrace=False)  # outside the except: the reason once
 
     first = result if result.workload == plan.workload else None
     run = run_paired(head, base, measure=measure, values=_gated_values,
@@ -1063,7 +1115,10 @@ def _more_starts(session: LLMPerfSession, result: Any, n: int) -> list[Any]:
         try:
             results.append(session.engines.get(result.engine).run(result.workload))
         except EngineError as exc:
-            pytest.fail(f"measuring another engine start: {exc}", pytrace=False)
+            failure = f"measuring another engine start: {exc}"
+        else:
+            continue
+        pytest.fail(failure, pytrace=False)  # outside the except: the reason once
     return results
 
 
@@ -1137,6 +1192,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 
     paths = OutputPaths(json=text(opts.json_path), markdown=text(opts.markdown_path),
                         plots=text(opts.plots_dir), history=text(opts.history_path))
+    if session.interrupted:  # a partial run must not pass for a whole one
+        if any((paths.json, paths.markdown, paths.plots, paths.history)):
+            tr.write_line("reports not written: the run was interrupted")
+        return
     try:
         lines = write_outputs(report, paths)
     except OSError as exc:  # the places were checked at start; one changed during the run

@@ -326,6 +326,20 @@ class GuardedProcess:
         return [(pid, name) for pid, (p, name) in self._watched.items() if not _running(p)]
 
     # -- ending -------------------------------------------------------------------------
+    def wait_group(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the leader and the whole group to exit by themselves.
+
+        A clean shutdown (vLLM's EngineCore unlinking its shared memory) may outlive
+        the leader by a moment; ending the group before it finishes leaks that.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if not self.alive() and not self.members():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
+
     def end(self, grace_s: float | None = None, timeout_s: float = 10.0) -> None:
         """End the whole group: SIGTERM, then SIGKILL after ``grace_s``; reap the leader.
 

@@ -68,6 +68,9 @@ class FakeHandle:
     def stop(self) -> None:
         self.owner.stopped += 1
 
+    def kill(self) -> None:
+        self.owner.stopped += 1
+
 
 def install(monkeypatch: Any, **kwargs: Any) -> FakeEngines:
     import pytest_llmperf.engine as engine

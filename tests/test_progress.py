@@ -93,9 +93,9 @@ def test_worker_announces_each_trial_in_its_log(capsys: pytest.CaptureFixture[st
     assert events[0].text.startswith(f"1/{WL.trials}: ") and events[0].text.endswith(" tok/s")
 
 
-def test_receive_ticks_while_it_waits() -> None:
-    """The engine wait loop reads the log about once a second, and once more at the end."""
-    from pytest_llmperf.engine import _receive
+def test_the_engine_wait_loop_ticks_while_it_waits() -> None:
+    """The engine wait loop reads the log on every turn, and once more at the end."""
+    from pytest_llmperf.engine import EngineHandle
 
     class Conn:
         polls = 0
@@ -107,11 +107,21 @@ def test_receive_ticks_while_it_waits() -> None:
         def recv(self) -> dict[str, str]:
             return {"kind": "ready"}
 
-    class Alive:
-        def is_alive(self) -> bool:
+    class Alive:  # a guarded engine process whose every process lives
+        pid = 1
+
+        def alive(self) -> bool:
             return True
 
+        def lost(self) -> list[tuple[int, str]]:
+            return []
+
+        def watch(self, match: object) -> list[object]:
+            return []
+
+    handle = EngineHandle(None, None, "cpu", {}, "unused.log",  # type: ignore[arg-type]
+                          Alive(), Conn())  # type: ignore[arg-type]
     ticks: list[int] = []
-    msg = _receive(Conn(), Alive(), 10.0, lambda: ticks.append(1))
+    msg = handle._wait("start", 10.0, lambda: ticks.append(1))
     assert msg == {"kind": "ready"}
     assert len(ticks) == 4  # before each of 3 polls, and after the reply
