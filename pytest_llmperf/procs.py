@@ -351,11 +351,13 @@ class GuardedProcess:
         try:
             if grace > 0 and (self.alive() or others):
                 _killpg(self.pgid, signal.SIGTERM)
+                self._signal_leader(signal.SIGTERM)
                 deadline = time.monotonic() + grace
                 while time.monotonic() < deadline and (self.alive() or _any_running(others)):
                     time.sleep(0.05)
         finally:
             _killpg(self.pgid, signal.SIGKILL)
+            self._signal_leader(signal.SIGKILL)  # its group may not be formed yet
             for p in others:  # descendants that left the group
                 with contextlib.suppress(psutil.Error):
                     p.kill()
@@ -365,6 +367,11 @@ class GuardedProcess:
             self._stop_reaper()
             self._ended = True
             _LIVE.discard(self)
+
+    def _signal_leader(self, sig: int) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, sig)
 
     def _reap_leader(self, timeout_s: float) -> None:
         with contextlib.suppress(Exception):
