@@ -1,6 +1,8 @@
 #!/bin/bash
 # Paired A/B end to end on the GPU: a git repo whose head widens the MLP of a local card.
 set -e
+# Run from the project root after `source .gpu-stage/remote-env`; results go to $OUT.
+OUT=${OUT:-/tmp/llmperf-out}; mkdir -p "$OUT"
 ROOT=$PWD
 R=/tmp/abrepo; rm -rf $R; mkdir -p $R/models/m $R/suites
 cp $ROOT/pytest_llmperf/cards/llama-3.1-8b/config.json $R/models/m/config.json
