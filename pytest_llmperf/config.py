@@ -97,6 +97,19 @@ class Workload:
     min_duration_s: float = 0.0
     seed: int = 0
     slowdown: float = 0.0
+    # The served path (backend="server"): see pytest_llmperf/loads/spec.py for the rules.
+    backend: str = "offline"
+    load: str | None = None  # synchronous | concurrency | rate | sweep | replay
+    concurrency: int | None = None
+    rate: float | None = None
+    burstiness: float = 1.0
+    num_requests: int | None = None
+    dataset: str = "random"  # random | sharegpt | shared_prefix | multiturn
+    length_dist: str = "fixed"  # fixed | uniform | normal (random dataset)
+    length_spread: float = 0.0
+    api: str = "completions"  # completions | chat
+    slo: dict[str, float] = field(default_factory=dict)
+    max_error_rate: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,6 +119,10 @@ class Workload:
         return cls(**dict(data))
 
     def label(self) -> str:
+        if self.backend == "server":
+            from .loads.spec import load_label
+
+            return f"{load_label(self)} {self.input_len}/{self.output_len}"
         return f"b{self.batch} {self.input_len}/{self.output_len}"
 
 
@@ -197,7 +214,7 @@ _TYPES.update({"tolerance": (int, float), "tolerances": (dict,), "device": (str,
                "cpu": (dict,), "timeout_s": (int, float)})
 
 _POSITIVE_INT = {"tp", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "batch",
-                 "input_len", "output_len", "trials"}
+                 "input_len", "output_len", "trials", "concurrency", "num_requests"}
 
 
 def suggest(key: str, valid: frozenset[str] | set[str]) -> str:
@@ -256,6 +273,9 @@ def parse_perf_kwargs(kwargs: Mapping[str, Any]) -> PerfSpec:
         raise ConfigError(f"slowdown={workload.slowdown}: must be in [0, 0.9)")
     if workload.min_duration_s < 0:
         raise ConfigError(f"min_duration_s={workload.min_duration_s}: must be 0 or more")
+    from .loads.spec import check_serving
+
+    check_serving(workload, set(workload_kw))
     # A batch larger than the engine admits is a different experiment (waves);
     # default the engine's concurrency to the batch so "batch=24" means 24 at once.
     engine_kw.setdefault("max_num_seqs", workload.batch)
@@ -281,6 +301,12 @@ def parse_perf_kwargs(kwargs: Mapping[str, Any]) -> PerfSpec:
             raise ConfigError(f"cpu: unknown key {key!r}{suggest(key, cpu_keys)}")
         _check_type(key, value)
     _check_tolerances(cpu, "cpu: ")
+    cpu_workload = {k: v for k, v in cpu.items() if k in _WORKLOAD_KEYS}
+    if cpu_workload:
+        try:
+            check_serving(replace(workload, **cpu_workload), set(workload_kw) | set(cpu_workload))
+        except ConfigError as exc:
+            raise ConfigError(f"cpu: {exc}") from None
     if device == "cpu" and "model" not in cpu:
         cpu["model"] = kwargs["model"]
     timeout = kwargs.get("timeout_s")

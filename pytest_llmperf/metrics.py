@@ -152,6 +152,11 @@ METRICS: dict[str, MetricSpec] = {
               description="accepted / proposed draft tokens in speculative decoding"),
         _spec("prefix_cache_hit_rate", "fraction", "higher", 0.05, 0.02, gated=False,
               description="prefix-cache hits / queried tokens"),
+        # Served path only (backend="server"), with vllm bench serve's definitions.
+        _spec("goodput_req_s", "req/s", "higher", 0.05, 0.02,
+              description="requests per second meeting every SLO of the marker's slo={...}"),
+        _spec("ntpot_p50_ms", "ms", "lower", 0.05, 0.02,
+              description="normalized time per output token (E2EL / output tokens), median"),
     )
 }
 

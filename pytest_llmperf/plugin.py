@@ -56,6 +56,14 @@ class Plan:
     workload: Workload
     stand_in: bool  # the CPU run measures a stand-in model, so limits do not apply
 
+    @property
+    def backend(self) -> str:
+        return self.workload.backend
+
+    def backend_key(self) -> tuple[Any, ...]:
+        """Tests with equal keys share one engine or server."""
+        return (self.backend, self.engine.key())
+
 
 _PLAN = pytest.StashKey[Plan]()
 _SKIP = pytest.StashKey[str]()
@@ -114,6 +122,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--llmperf-log-dir", metavar="DIR", default=None,
                     help="where engine logs go, relative to the rootdir (default: a folder "
                          "under pytest's basetemp)")
+    group.addoption("--llmperf-endpoint", metavar="URL", default=None,
+                    help="run backend='server' tests against this already running OpenAI server "
+                         "(e.g. http://host:8000) instead of starting one; the engine config is "
+                         "then unknown (default: start a server per engine config)")
     group.addoption("--llmperf-json", metavar="PATH", default=None,
                     help="write every result, baseline and verdict to this JSON file, "
                          "schema-validated; relative to the rootdir (default: none)")
@@ -201,17 +213,18 @@ class LLMPerfSession:
     @property
     def engines(self) -> Any:
         if self._engines is None:
-            from .engine import EngineManager
+            from .backends.pool import BackendPool
 
             opts = self.options
             log_dir = str(opts.log_dir) if opts.log_dir is not None else None
             if log_dir is None:
                 log_dir = str(self.config._tmp_path_factory.getbasetemp() / "llmperf-logs")  # type: ignore[attr-defined]
-            self._engines = EngineManager(
+            self._engines = BackendPool(
                 device=self.device, log_dir=log_dir,
                 start_timeout_s=opts.start_timeout_s, run_timeout_s=opts.run_timeout_s,
                 progress=_terminal_progress(self.config),
                 leases=self.gpu_leases,
+                endpoint=self.config.option.llmperf_endpoint,
             )
         return self._engines
 
@@ -676,7 +689,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     order: list[tuple[int, int]] = []
     for i, item in enumerate(items):
         plan = item.stash.get(_PLAN, None)
-        key = ("engine", plan.engine.key()) if plan is not None else ("item", i)
+        key = ("engine", plan.backend_key()) if plan is not None else ("item", i)
         first_index.setdefault(key, i)
         order.append((first_index[key], i))
     ranked = sorted(range(len(items)), key=lambda i: order[i])
@@ -764,7 +777,7 @@ class LLMPerfFixture:
 
     def run(self, **overrides: Any) -> Any:
         """Measure the workload (keys of the marker's workload may be overridden)."""
-        bad = [k for k in overrides if k not in Workload.__dataclass_fields__]
+        bad = [k for k in overrides if k not in Workload.__dataclass_fields__ or k == "backend"]
         if bad:
             valid = set(Workload.__dataclass_fields__)
             raise TypeError(
@@ -777,7 +790,7 @@ class LLMPerfFixture:
         from .engine import EngineError
 
         try:
-            engine = self._session.engines.get(engine_config)
+            engine = self._session.engines.get(engine_config, workload.backend)
             result = engine.run(workload, timeout_s=self.plan.spec.timeout_s)
         except EngineError as exc:
             budget = self._session.memory_budget_text
@@ -843,7 +856,7 @@ def llm_engine(request: pytest.FixtureRequest) -> Any:
     if plan is None:
         pytest.fail("the llm_engine fixture needs a @pytest.mark.perf(model=...) marker", pytrace=False)
     try:
-        return request.config.stash[_SESSION].engines.get(plan.engine)
+        return request.config.stash[_SESSION].engines.get(plan.engine, plan.backend)
     except EngineError as exc:
         failure = str(exc)
     pytest.fail(failure, pytrace=False)
@@ -908,6 +921,8 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
     verdict = Verdict(test_id=plain_nodeid(item.nodeid), result=result, failed_test=failed_test)
     notes: list[str] = item.stash.get(_NOTES, [])
     verdict.messages.extend(notes)
+    for text in getattr(result, "warnings", ()):
+        item.warn(LLMPerfWarning(f"{item.nodeid}: {text}"))
     session.verdicts.append(verdict)
     if plan.stand_in:
         verdict.limits_applied = False
@@ -1113,7 +1128,8 @@ def _more_starts(session: LLMPerfSession, result: Any, n: int) -> list[Any]:
     for _ in range(n):
         session.engines.close()
         try:
-            results.append(session.engines.get(result.engine).run(result.workload))
+            results.append(session.engines.get(result.engine, result.workload.backend)
+                           .run(result.workload))
         except EngineError as exc:
             failure = f"measuring another engine start: {exc}"
         else:
@@ -1139,7 +1155,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         return
     nxt = nextitem.stash.get(_PLAN, None) if nextitem is not None else None
     session = item.config.stash[_SESSION]
-    if session._engines is not None and (nxt is None or nxt.engine.key() != plan.engine.key()):
+    if session._engines is not None and (nxt is None or nxt.backend_key() != plan.backend_key()):
         from .engine import EngineError
 
         try:

@@ -25,6 +25,14 @@ class TrialResult:
     e2e_ms: Distribution
     disturbances: tuple[str, ...] = ()
     remeasured: bool = False
+    # The served path (backend="server"); defaults describe an offline trial.
+    failed_requests: int = 0
+    bursty_requests: int = 0
+    good_requests: int | None = None  # requests meeting every SLO; None without SLOs
+    ntpot_ms: Distribution | None = None  # E2EL / output tokens, per request
+    errors: tuple[str, ...] = ()  # the first distinct request errors, quoted
+    server_metrics: dict[str, float] = field(default_factory=dict)  # Prometheus deltas
+    stopped: str | None = None  # why a run ended early (over-saturated), else None
 
     @property
     def output_tok_s(self) -> float:
@@ -38,9 +46,15 @@ class TrialResult:
     def requests_s(self) -> float:
         return self.num_requests / self.elapsed_s
 
+    @property
+    def goodput_req_s(self) -> float | None:
+        """Requests per second that met every SLO (``vllm bench serve``'s goodput)."""
+        return None if self.good_requests is None else self.good_requests / self.elapsed_s
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["disturbances"] = list(self.disturbances)
+        data["errors"] = list(self.errors)
         return data
 
     @classmethod
@@ -48,7 +62,10 @@ class TrialResult:
         d = dict(data)
         for key in ("ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"):
             d[key] = Distribution.from_json(d[key])
+        if d.get("ntpot_ms") is not None:
+            d["ntpot_ms"] = Distribution.from_json(d["ntpot_ms"])
         d["disturbances"] = tuple(d.get("disturbances", ()))
+        d["errors"] = tuple(d.get("errors", ()))
         return cls(**d)
 
 
@@ -124,6 +141,9 @@ class PerfResult:
         if not drafted:
             return None
         return self.counters.get("vllm:spec_decode_num_accepted_tokens", 0.0) / drafted
+    # Doubts about the measurement itself (e.g. streams delivered in one burst), raised
+    # as pytest warnings and listed in the summary.
+    warnings: tuple[str, ...] = field(default_factory=tuple)
 
     # Pooled latency over every request of every trial.
     @property
@@ -175,6 +195,10 @@ class PerfResult:
             "e2e_p99_ms": [t.e2e_ms.p99 for t in self.trials],
             "start_time_s": [self.start_time_s],
         }
+        if self.trials and all(t.good_requests is not None for t in self.trials):
+            values["goodput_req_s"] = [t.goodput_req_s or 0.0 for t in self.trials]
+        if self.trials and all(t.ntpot_ms is not None for t in self.trials):
+            values["ntpot_p50_ms"] = [t.ntpot_ms.p50 for t in self.trials if t.ntpot_ms]
         if self.memory.peak_process_gib is not None:
             values["peak_mem_gib"] = [self.memory.peak_process_gib]
         if self.memory.kv_cache_tokens is not None:
@@ -194,6 +218,7 @@ class PerfResult:
             "vllm_version": self.vllm_version,
             "notes": list(self.notes),
             "counters": dict(self.counters),
+            "warnings": list(self.warnings),
         }
 
     @classmethod
@@ -208,6 +233,7 @@ class PerfResult:
             vllm_version=data.get("vllm_version", ""),
             notes=tuple(data.get("notes", ())),
             counters=dict(data.get("counters", {})),
+            warnings=tuple(data.get("warnings", ())),
         )
 
 

@@ -141,6 +141,7 @@ class TestRecord:
         out.extend(self.messages)
         if self.result is not None:
             out.extend(self.result.notes)
+            out.extend(f"WARNING {w}" for w in self.result.warnings)
         return tuple(out)
 
     def comparison_table(self) -> Any:

