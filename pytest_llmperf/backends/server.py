@@ -1,7 +1,8 @@
 """The ``server`` backend: vLLM's OpenAI-compatible server under a client load.
 
 The server runs as ``python -m vllm.entrypoints.openai.api_server`` (the ``vllm`` CLI
-of the CPU build does not start) in its own process group, bound to 127.0.0.1 on a
+of the CPU build does not start) as a guarded process (:mod:`..procs`: its own process
+group, ended as one, never outliving the pytest run), bound to 127.0.0.1 on a
 free port, its output in a log file whose path is in every failure. It is ready when
 ``/health`` answers. Cards get a synthetic word-level tokenizer (:mod:`..tokenizer`).
 
@@ -21,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -34,11 +34,10 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-import psutil
-
 from ..cards import resolve_model
 from ..config import EngineConfig, Workload
 from ..engine import DEFAULT_RUN_TIMEOUT_S, DEFAULT_START_TIMEOUT_S, EngineError, log_reason
+from ..procs import GuardedProcess, start_command
 from ..results import MemoryResult, PerfResult, TrialResult
 
 T = TypeVar("T")
@@ -171,7 +170,7 @@ class ServerHandle:
     vocab_size: int
     info: dict[str, Any] = field(default_factory=dict)
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S
-    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    process: GuardedProcess | None = field(default=None, repr=False)
     external: bool = False
     dead: EngineError | None = None
     runs: int = 0
@@ -192,7 +191,7 @@ class ServerHandle:
         if self.dead is not None:
             return False
         if self.process is not None:
-            return self.process.poll() is None
+            return self.process.alive()
         return True
 
     def models(self) -> Any:
@@ -203,9 +202,9 @@ class ServerHandle:
         """Raise a ServerError with vLLM's last words if the server process is gone."""
         if self.dead is not None:
             raise self.dead
-        if self.process is not None and self.process.poll() is not None:
+        if self.process is not None and not self.process.alive():
             self.dead = ServerError(
-                phase, f"the server process died (exit code {self.process.returncode}); "
+                phase, f"the server process died ({self.process.describe_exit()}); "
                 f"vLLM said:\n{log_reason(_read(self.log_path))}", self.log_path)
             raise self.dead
 
@@ -245,35 +244,8 @@ class ServerHandle:
     def stop(self, timeout_s: float = 30.0) -> None:
         """End the server and everything it started (its whole process group)."""
         proc, self.process = self.process, None
-        if proc is None:
-            return
-        _end_group(proc, timeout_s)
-
-
-def _end_group(proc: subprocess.Popen[bytes], timeout_s: float) -> None:
-    try:
-        kids = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        kids = []
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout_s)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)  # vLLM's EngineCore may ignore SIGTERM
-    for p in kids:
-        with contextlib.suppress(psutil.Error):
-            p.kill()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(10)
-    psutil.wait_procs(kids, timeout=10)
-
-
-def _parent_death_signal() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if proc is not None:
+            proc.end(timeout_s=timeout_s)
 
 
 def start_server(
@@ -307,9 +279,8 @@ def start_server(
     with open(log_path, "ab") as log:
         log.write(("$ " + " ".join(args) + "\n").encode())
         log.flush()
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   stdin=subprocess.DEVNULL, start_new_session=True,
-                                   preexec_fn=_parent_death_signal)  # noqa: PLW1509
+        process = start_command(args, title="server", env=env, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     vocab = int((source.config or {}).get("text_config", source.config or {}).get("vocab_size")
                 or DEFAULT_VOCAB)
     handle = ServerHandle(config=config, base_url=f"http://127.0.0.1:{port}",
