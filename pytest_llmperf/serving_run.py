@@ -47,7 +47,7 @@ async def _measure(handle: ServerHandle, workload: Workload, limit_s: float,
             jobs = make_jobs(workload, max(1, size), handle.vocab_size, f"r{run_index}-warmup{w}")
             records = await Concurrency(len(jobs)).drive(jobs, client.send, StopRule(max_error_rate=1.0))
             if records and all(not r.ok for r in records):
-                handle.check_alive("run")
+                handle.check_alive("run", grace_s=2.0)
                 raise RequestsFailed("run", "every warm-up request failed: "
                                      + "; ".join(first_errors(records)), handle.log_path)
         trials: list[TrialResult] = []
@@ -95,7 +95,7 @@ def _check_failures(handle: ServerHandle, workload: Workload, records: list[Any]
     failed = trial.failed_requests
     if trial.stopped is None and (sent == 0 or failed / sent <= workload.max_error_rate):
         return
-    handle.check_alive("run")  # a dead server is the real story
+    handle.check_alive("run", grace_s=2.0)  # a dead server is the real story
     allowed = f"max_error_rate={workload.max_error_rate:g}"
     why = trial.stopped or f"{failed} of {sent} requests failed ({allowed})"
     quoted = "\n  ".join(trial.errors) or "(no request error: see the stop reason)"

@@ -148,7 +148,7 @@ def test_plugin_against_an_endpoint(pytester: pytest.Pytester, server: ServerHan
     """)
     res = pytester.runpytest_inprocess("-p", "pytest_llmperf", f"--llmperf-endpoint={server.base_url}",
                                        "-p", "no:cacheprovider")
-    res.assert_outcomes(passed=1, warnings=1)  # the missing baseline
+    res.assert_outcomes(passed=1)
     res.stdout.fnmatch_lines(["*server c2 32/8*"])
 
 

@@ -198,10 +198,16 @@ class ServerHandle:
         """What the server claims to serve (``/v1/models``)."""
         return _http_json(self.base_url + "/v1/models")
 
-    def check_alive(self, phase: str) -> None:
-        """Raise a ServerError with vLLM's last words if the server process is gone."""
+    def check_alive(self, phase: str, grace_s: float = 0.0) -> None:
+        """Raise a ServerError with vLLM's last words if the server process is gone.
+
+        ``grace_s``: after failed requests, wait that long for a dying server to be
+        reaped (its sockets close before its exit status is visible)."""
         if self.dead is not None:
             raise self.dead
+        deadline = time.monotonic() + grace_s
+        while self.process is not None and self.process.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
         if self.process is not None and not self.process.alive():
             self.dead = ServerError(
                 phase, f"the server process died ({self.process.describe_exit()}); "
