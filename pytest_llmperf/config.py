@@ -110,6 +110,13 @@ class Workload:
     api: str = "completions"  # completions | chat
     slo: dict[str, float] = field(default_factory=dict)
     max_error_rate: float = 0.0
+    sweep: dict[str, list[float]] = field(default_factory=dict)  # {"concurrency": [1, 4, 8]}
+    trace: str | None = None  # load="replay": JSONL of arrival_s, input_len, output_len
+    dataset_path: str | None = None  # dataset="sharegpt"
+    prefix_len: int | None = None  # dataset="shared_prefix": tokens shared by a group
+    num_prefixes: int = 1
+    turns: int = 1  # dataset="multiturn": turns per chat
+    think_time_s: float = 0.0  # pause between a reply and the next user message
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -214,7 +221,8 @@ _TYPES.update({"tolerance": (int, float), "tolerances": (dict,), "device": (str,
                "cpu": (dict,), "timeout_s": (int, float)})
 
 _POSITIVE_INT = {"tp", "max_model_len", "max_num_seqs", "max_num_batched_tokens", "batch",
-                 "input_len", "output_len", "trials", "concurrency", "num_requests"}
+                 "input_len", "output_len", "trials", "concurrency", "num_requests", "prefix_len", "num_prefixes",
+                 "turns"}
 
 
 def suggest(key: str, valid: frozenset[str] | set[str]) -> str:

@@ -907,22 +907,33 @@ def _test_key(item: pytest.Item) -> tuple[str, str]:
 
 
 def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_test: bool) -> Any:
-    from .baselines import BaselineEntry, BaselineError
-    from .gate import Verdict, check_limits
 
     results = item.stash.get(_RESULTS, [])
     if not results:
         if not failed_test and not session.strict:
             item.warn(LLMPerfWarning(f"{_NEVER_RAN} (a failure with --llmperf-strict)"))
         return None
-    result = results[-1]
+    points = getattr(results[-1], "points", None)
+    if points is None:
+        return _record_result(item, session, plan, results[-1], "", failed_test=failed_test)
+    # A sweep: one verdict and one baseline entry per load point ("test_id[c=4]").
+    verdicts = [_record_result(item, session, plan, result, f"[{label}]", failed_test=failed_test)
+                for label, result in points]
+    return next((v for v in verdicts if not v.passed), verdicts[-1])
+
+
+def _record_result(item: pytest.Item, session: LLMPerfSession, plan: Plan, result: Any,
+                   suffix: str, *, failed_test: bool) -> Any:
+    from .baselines import BaselineEntry, BaselineError
+    from .gate import Verdict, check_limits
     from .workers import plain_nodeid
 
-    verdict = Verdict(test_id=plain_nodeid(item.nodeid), result=result, failed_test=failed_test)
+    verdict = Verdict(test_id=plain_nodeid(item.nodeid) + suffix, result=result,
+                      failed_test=failed_test)
     notes: list[str] = item.stash.get(_NOTES, [])
     verdict.messages.extend(notes)
     for text in getattr(result, "warnings", ()):
-        item.warn(LLMPerfWarning(f"{item.nodeid}: {text}"))
+        item.warn(LLMPerfWarning(f"{item.nodeid}{suffix}: {text}"))
     session.verdicts.append(verdict)
     if plan.stand_in:
         verdict.limits_applied = False
@@ -948,6 +959,7 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
         return verdict
     session.hardware_keys[verdict.test_id] = session.store_for(plan).hardware_key
     suite, test_id = _test_key(item)
+    test_id += suffix
     try:
         if session.update:
             starts = [result, *_more_starts(session, result,

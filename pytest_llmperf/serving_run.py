@@ -27,6 +27,14 @@ if TYPE_CHECKING:
     from .backends.server import ServerHandle
 
 MAX_TRIALS = 1000
+# Open-loop loads stop as over-saturated once this many times the server's batch
+# size is in flight: the arrival rate is beyond what the server completes.
+BACKLOG_FACTOR = 4
+DEFAULT_MAX_NUM_SEQS = 256
+
+
+def max_backlog(handle: ServerHandle) -> int:
+    return BACKLOG_FACTOR * int(handle.config.max_num_seqs or DEFAULT_MAX_NUM_SEQS)
 
 
 async def measure_serving(handle: ServerHandle, workload: Workload, limit_s: float,
@@ -44,7 +52,8 @@ async def _measure(handle: ServerHandle, workload: Workload, limit_s: float,
         client = OpenAIClient(handle.base_url, handle.model_name, session, request_timeout_s=limit_s)
         for w in range(workload.warmup):
             size = min(n, resolved_concurrency(workload) if resolved_load(workload) != "synchronous" else 1)
-            jobs = make_jobs(workload, max(1, size), handle.vocab_size, f"r{run_index}-warmup{w}")
+            jobs = make_jobs(workload, max(1, size), handle.vocab_size, f"r{run_index}-warmup{w}",
+                             round_index=-1 - w, max_len=handle.config.max_model_len)
             records = await Concurrency(len(jobs)).drive(jobs, client.send, StopRule(max_error_rate=1.0))
             if records and all(not r.ok for r in records):
                 handle.check_alive("run", grace_s=2.0)
@@ -57,9 +66,11 @@ async def _measure(handle: ServerHandle, workload: Workload, limit_s: float,
         while len(trials) < workload.trials or (
             measured < workload.min_duration_s and len(trials) < MAX_TRIALS
         ):
-            jobs = make_jobs(workload, n, handle.vocab_size, f"r{run_index}-trial{index}")
+            jobs = make_jobs(workload, n, handle.vocab_size, f"r{run_index}-trial{index}",
+                             round_index=index, max_len=handle.config.max_model_len)
             index += 1
-            stop = StopRule(max_error_rate=max(0.5, workload.max_error_rate))
+            stop = StopRule(max_error_rate=max(0.5, workload.max_error_rate),
+                            max_backlog=max_backlog(handle))
             before = await scrape(handle.base_url)
             sampler = GaugeSampler(handle.base_url, interval_s=1.0)
             t0 = time.perf_counter()

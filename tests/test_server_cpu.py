@@ -9,6 +9,7 @@ gaps add up to the decode time, Poisson arrivals look Poisson.
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import signal
 import threading
@@ -81,6 +82,7 @@ def test_concurrency_load_is_consistent(server: ServerHandle) -> None:
     assert result.vllm_version.startswith("0.")
     assert result.memory.kv_cache_tokens and result.memory.kv_cache_tokens >= 256
     assert server.info["api_server_cpus"] == [0]
+    assert trial.server_metrics["prefix_cache_hits"] == 0  # random prompts share nothing
 
 
 def test_synchronous_chat_load(server: ServerHandle) -> None:
@@ -150,6 +152,80 @@ def test_plugin_against_an_endpoint(pytester: pytest.Pytester, server: ServerHan
                                        "-p", "no:cacheprovider")
     res.assert_outcomes(passed=1)
     res.stdout.fnmatch_lines(["*server c2 32/8*"])
+
+
+def test_shared_prefixes_hit_the_prefix_cache(server: ServerHandle) -> None:
+    wl = served(load="synchronous", dataset="shared_prefix", prefix_len=48, input_len=64,
+                num_prefixes=1, num_requests=5, output_len=4)
+    (trial,) = server.run(wl).trials
+    _consistent(trial, wl)
+    # 4 of 5 prompts find the 48-token prefix cached (in whole 16-token blocks).
+    assert trial.server_metrics["prefix_cache_hit_rate"] >= 0.5
+
+
+def test_multiturn_chats_carry_their_history(server: ServerHandle) -> None:
+    wl = served(dataset="multiturn", turns=3, concurrency=2, num_requests=6, input_len=16,
+                output_len=8, think_time_s=0.2)
+    (trial,) = server.run(wl).trials
+    assert trial.failed_requests == 0, trial.errors
+    assert trial.num_requests == 6 and trial.output_tokens == 6 * 8
+    # Turn k sends the whole history: more than k new messages' worth of prompt.
+    assert trial.input_tokens > 6 * 16
+    assert trial.server_metrics["prompt_tokens"] == trial.input_tokens
+    assert trial.server_metrics["prefix_cache_hit_rate"] > 0  # later turns reuse earlier ones
+
+
+def test_sharegpt_file_and_replayed_trace(server: ServerHandle, tmp_path) -> None:
+    convs = [{"conversations": [{"from": "human", "value": " ".join(["hello"] * (8 + i))},
+                                {"from": "gpt", "value": " ".join(["ok"] * (6 + i))}]}
+             for i in range(4)]
+    path = tmp_path / "sharegpt.json"
+    path.write_text(json.dumps(convs))
+    wl = served(dataset="sharegpt", dataset_path=str(path), num_requests=4, concurrency=2)
+    (trial,) = server.run(wl).trials
+    assert trial.failed_requests == 0, trial.errors
+    assert trial.input_tokens == sum(8 + i for i in range(4))  # one token per word
+    assert trial.output_tokens == sum(6 + i for i in range(4))
+
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("".join(json.dumps({"arrival_s": 0.3 * i, "input_len": 16 + i, "output_len": 4})
+                             + "\n" for i in range(5)))
+    wl = served(load="replay", trace=str(trace))
+    (trial,) = server.run(wl).trials
+    assert trial.num_requests == 5 and trial.input_tokens == sum(16 + i for i in range(5))
+    assert trial.elapsed_s >= 1.2  # the last arrival is 1.2 s in
+
+
+def test_oversaturating_rate_stops_early(server: ServerHandle) -> None:
+    wl = served(load="rate", rate=200.0, num_requests=400, output_len=64, input_len=64)
+    t0 = time.perf_counter()
+    with pytest.raises(RequestsFailed, match="over-saturated"):
+        server.run(wl)
+    assert time.perf_counter() - t0 < 60
+    assert server.alive()
+
+
+def test_sweep_stores_one_baseline_entry_per_point(pytester: pytest.Pytester, server: ServerHandle) -> None:
+    pytester.makepyfile(test_sweep="""
+        import pytest
+
+        @pytest.mark.perf(model="tiny-llama-2l", backend="server", load="sweep",
+                          sweep={"concurrency": [1, 2]}, num_requests=2, input_len=16,
+                          output_len=4, trials=1, warmup=0, slo={"ttft_ms": 60000})
+        def test_sweep(llmperf):
+            result = llmperf.run()
+            assert [label for label, _ in result.points] == ["c=1", "c=2"]
+            assert result.knee == "c=2"
+    """)
+    res = pytester.runpytest_inprocess("-p", "pytest_llmperf", f"--llmperf-endpoint={server.base_url}",
+                                       "-p", "no:cacheprovider", "--llmperf-update-baselines",
+                                       "--llmperf-baselines=bl")
+    res.assert_outcomes(passed=1)
+    (path,) = (pytester.path / "bl").rglob("test_sweep.json")
+    entries = json.loads(path.read_text())["entries"]
+    assert sorted(entries) == ["test_sweep[c=1]", "test_sweep[c=2]"]
+    assert entries["test_sweep[c=2]"]["workload"]["concurrency"] == 2
+    assert "goodput_req_s" in entries["test_sweep[c=1]"]["metrics"]
 
 
 def test_server_that_dies_mid_run_fails_with_its_log(server: ServerHandle) -> None:

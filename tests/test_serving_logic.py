@@ -310,3 +310,121 @@ def test_run_cannot_switch_backend(pytester: pytest.Pytester, monkeypatch: pytes
     """)
     res = pytester.runpytest_inprocess("-p", "pytest_llmperf", "-p", "no:cacheprovider")
     res.assert_outcomes(passed=1)
+
+
+# -- sweep, replay and the datasets ----------------------------------------------------
+
+
+def test_sweep_points_knee_and_stop() -> None:
+    from factories import make_result
+
+    from pytest_llmperf.backends.server import RequestsFailed
+    from pytest_llmperf.config import Workload
+    from pytest_llmperf.loads.sweep import run_sweep, sweep_points
+
+    wl = Workload(backend="server", load="sweep", sweep={"concurrency": [1, 2, 4, 8]},
+                  slo={"ttft_ms": 100})
+    assert [(label, p.load, p.concurrency) for label, p in sweep_points(wl)] == [
+        ("c=1", "concurrency", 1), ("c=2", "concurrency", 2), ("c=4", "concurrency", 4),
+        ("c=8", "concurrency", 8)]
+    good = {1: 1.0, 2: 0.95, 4: 0.5}
+
+    def run_point(p: Workload):
+        if p.concurrency == 8:
+            raise RequestsFailed("run", "3 of 8 requests failed")
+        r = make_result(trials=2, workload=p)
+        trials = tuple(replace(t, good_requests=round(good[p.concurrency] * t.num_requests))
+                       for t in r.trials)
+        return replace(r, trials=trials)
+
+    from dataclasses import replace
+
+    sweep = run_sweep(wl, run_point, RequestsFailed)
+    assert [label for label, _ in sweep.points] == ["c=1", "c=2", "c=4"]
+    assert sweep.knee == "c=2"
+    assert sweep.stopped and "c=8" in sweep.stopped and "3 of 8" in sweep.stopped
+    assert any("knee" in n for n in sweep.points[-1][1].notes)
+    assert sweep.point("c=4").workload.concurrency == 4
+
+
+def test_replay_trace_errors_name_the_line(tmp_path) -> None:
+    from pytest_llmperf.datasets.replay import read_trace
+
+    good = tmp_path / "t.jsonl"
+    good.write_text('{"arrival_s": 5.0, "input_len": 8, "output_len": 2}\n'
+                    '{"timestamp": 4.5, "input_len": 4, "output_len": 1}\n')
+    assert read_trace(str(good)) == ((0.0, 4, 1), (0.5, 8, 2))
+    bad = tmp_path / "b.jsonl"
+    bad.write_text('{"arrival_s": 0, "input_len": 8, "output_len": 2}\n{"arrival_s": 1, "input_len": 0}\n')
+    with pytest.raises(ConfigError, match=r"b.jsonl:2: input_len must be a positive integer"):
+        parse_perf_kwargs({"model": "tiny-llama-2l", "backend": "server", "load": "replay",
+                           "trace": str(bad)})
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"load": "sweep"}, "needs sweep="),
+    ({"load": "sweep", "sweep": {"concurrency": [4, 2]}}, "increasing order"),
+    ({"load": "sweep", "sweep": {"concurrency": [1.5]}}, "positive integers"),
+    ({"sweep": {"rate": [1.0]}}, "does not apply to load='concurrency'"),
+    ({"load": "replay"}, "needs trace="),
+    ({"load": "replay", "trace": "/nonexistent.jsonl"}, "No such file"),
+    ({"prefix_len": 8}, "needs dataset='shared_prefix'"),
+    ({"dataset": "shared_prefix"}, "needs prefix_len="),
+    ({"dataset": "shared_prefix", "prefix_len": 200}, "must be below input_len"),
+    ({"dataset": "sharegpt"}, "needs dataset_path="),
+    ({"dataset": "sharegpt", "dataset_path": "/nope.json"}, "no such file"),
+    ({"dataset": "multiturn", "api": "completions"}, "chat"),
+    ({"turns": 3}, "needs dataset='multiturn'"),
+])
+def test_invalid_sweep_replay_dataset_keys(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_perf_kwargs({"model": "tiny-llama-2l", "backend": "server", **kwargs})
+
+
+def test_shared_prefix_prompts_share_their_groups_prefix() -> None:
+    from pytest_llmperf.config import Workload
+    from pytest_llmperf.datasets import make_jobs
+
+    wl = Workload(backend="server", dataset="shared_prefix", prefix_len=16, num_prefixes=2,
+                  input_len=24)
+    prompts = [j.request.prompt for j in make_jobs(wl, 6, 4096, "k")]  # type: ignore[attr-defined]
+    assert all(len(p) == 24 for p in prompts)
+    assert prompts[0][:16] == prompts[2][:16] == prompts[4][:16] != prompts[1][:16]
+    assert prompts[0][16:] != prompts[2][16:]
+
+
+def test_sharegpt_file(tmp_path) -> None:
+    from pytest_llmperf.config import Workload
+    from pytest_llmperf.datasets import make_jobs
+
+    convs = [{"conversations": [{"from": "human", "value": " ".join(["w"] * (5 + i))},
+                                {"from": "gpt", "value": " ".join(["r"] * (10 + i))}]}
+             for i in range(4)] + [{"conversations": [{"from": "human", "value": "hi"}]}]
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps(convs))
+    wl = Workload(backend="server", dataset="sharegpt", dataset_path=str(path), output_len=12)
+    reqs = [j.request for j in make_jobs(wl, 3, 4096, "k", max_len=20)]  # type: ignore[attr-defined]
+    assert [(r.input_len, r.output_len) for r in reqs] == [(5, 10), (6, 11), (7, 12)]
+    assert reqs[0].prompt == " ".join(["w"] * 5)
+
+
+def test_multiturn_conversation_carries_the_history() -> None:
+    from pytest_llmperf.config import Workload
+    from pytest_llmperf.datasets import make_jobs
+
+    wl = Workload(backend="server", dataset="multiturn", turns=3, input_len=4, output_len=2,
+                  think_time_s=0.01)
+    (chat,) = make_jobs(wl, 3, 4096, "k")
+    sent: list[ServeRequest] = []
+
+    async def send(req: ServeRequest) -> RequestRecord:
+        sent.append(req)
+        rec = RequestRecord(req, start=0.0, first=0.1, last=0.2, output_tokens=2)
+        rec.text = f" t{len(sent)} t9"
+        return rec
+
+    records = asyncio.run(chat(send))
+    assert len(records) == 3
+    assert [len(r.messages or []) for r in sent] == [1, 3, 5]
+    assert sent[2].messages[1] == {"role": "assistant", "content": "t1 t9"}  # type: ignore[index]
+    assert [r.input_len for r in sent] == [4, 10, 16]  # history words + the new message

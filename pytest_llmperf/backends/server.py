@@ -214,8 +214,16 @@ class ServerHandle:
                 f"vLLM said:\n{log_reason(_read(self.log_path))}", self.log_path)
             raise self.dead
 
-    def run(self, workload: Workload, timeout_s: float | None = None) -> PerfResult:
-        """Measure ``workload`` against this server (see :mod:`..serving_run`)."""
+    def run(self, workload: Workload, timeout_s: float | None = None) -> Any:
+        """Measure ``workload`` against this server (see :mod:`..serving_run`): a
+        PerfResult, or a :class:`~..loads.sweep.SweepResult` for ``load="sweep"``."""
+        if workload.load == "sweep":
+            from ..loads.sweep import run_sweep
+
+            return run_sweep(workload, lambda wl: self.run(wl, timeout_s), RequestsFailed)
+        return self.run_one(workload, timeout_s)
+
+    def run_one(self, workload: Workload, timeout_s: float | None = None) -> PerfResult:
         from ..serving_run import measure_serving
 
         self.check_alive("run")

@@ -7,10 +7,11 @@ from typing import Any
 from .base import Job, LoadShape, Overloaded, SingleRequest, StopRule
 from .concurrency import Concurrency
 from .rate import Rate
+from .replay import Replay
 from .spec import resolved_concurrency, resolved_load
 from .synchronous import Synchronous
 
-__all__ = ["Concurrency", "Job", "LoadShape", "Overloaded", "Rate", "SingleRequest",
+__all__ = ["Concurrency", "Job", "LoadShape", "Overloaded", "Rate", "Replay", "SingleRequest",
            "StopRule", "Synchronous", "make_load"]
 
 
@@ -24,4 +25,6 @@ def make_load(workload: Any) -> LoadShape:
     if name == "rate":
         return Rate(float(workload.rate), float(workload.burstiness),
                     max_concurrency=workload.concurrency, seed=workload.seed)
-    raise NotImplementedError(f"load={name!r} is not available yet")
+    if name == "replay":
+        return Replay(max_concurrency=workload.concurrency)
+    raise ValueError(f"load={name!r} has no single load shape (a sweep runs one per point)")
