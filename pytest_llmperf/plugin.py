@@ -744,7 +744,9 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     failure = item.stash.get(_FAIL, None)
     if failure is not None:
         pytest.fail(failure, pytrace=False)
-    if item.stash.get(_PLAN, None) is not None and item.config.option.gpu is False:
+    plan = item.stash.get(_PLAN, None)
+    remote = plan is not None and plan.backend == "server" and item.config.option.llmperf_endpoint
+    if plan is not None and item.config.option.gpu is False and not remote:
         why = _cpu_build_reason()
         if why is not None:
             pytest.skip(why)
