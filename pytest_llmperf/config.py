@@ -286,7 +286,9 @@ def parse_perf_kwargs(kwargs: Mapping[str, Any]) -> PerfSpec:
     check_serving(workload, set(workload_kw))
     # A batch larger than the engine admits is a different experiment (waves);
     # default the engine's concurrency to the batch so "batch=24" means 24 at once.
-    engine_kw.setdefault("max_num_seqs", workload.batch)
+    # A server keeps vLLM's own default, as `vllm serve` would; the load sets the pace.
+    if workload.backend != "server":
+        engine_kw.setdefault("max_num_seqs", workload.batch)
     engine = EngineConfig(**engine_kw)
     if not 0.0 < engine.gpu_memory_utilization <= 1.0:
         raise ConfigError(

@@ -428,3 +428,11 @@ def test_multiturn_conversation_carries_the_history() -> None:
     assert [len(r.messages or []) for r in sent] == [1, 3, 5]
     assert sent[2].messages[1] == {"role": "assistant", "content": "t1 t9"}  # type: ignore[index]
     assert [r.input_len for r in sent] == [4, 10, 16]  # history words + the new message
+
+
+def test_server_keeps_vllms_default_batch_size() -> None:
+    spec = parse_perf_kwargs({"model": "tiny-llama-2l", "backend": "server", "concurrency": 8})
+    assert spec.engine.max_num_seqs is None  # not the offline default of `batch`
+    engine, _ = spec.on_cpu(0.25)
+    assert engine.max_num_seqs is None
+    assert parse_perf_kwargs({"model": "tiny-llama-2l", "batch": 4}).engine.max_num_seqs == 4
