@@ -37,11 +37,10 @@ def payload_for(request: ServeRequest, model: str) -> dict[str, Any]:
         "ignore_eos": True,
         "stream": True,
         "stream_options": {"include_usage": True},
-        "temperature": 0.0,
     }
+    # No sampling overrides: the server's defaults, as `vllm bench serve` sends them.
     if request.is_chat:
         body["messages"] = request.messages
-        body["min_tokens"] = request.output_len
     else:
         body["prompt"] = request.prompt
         body["repetition_penalty"] = 1.0
