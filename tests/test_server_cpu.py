@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import os
 import signal
+import tempfile
 import threading
 import time
 
@@ -226,6 +227,39 @@ def test_sweep_stores_one_baseline_entry_per_point(pytester: pytest.Pytester, se
     assert sorted(entries) == ["test_sweep[c=1]", "test_sweep[c=2]"]
     assert entries["test_sweep[c=2]"]["workload"]["concurrency"] == 2
     assert "goodput_req_s" in entries["test_sweep[c=1]"]["metrics"]
+
+
+# How far the plugin's medians may sit from vllm bench serve's on this 2-core machine:
+# derived from the spread both tools showed across runs of benchmarks/serve_agreement.py
+# (benchmarks/RESULTS.md, "Serving: agreement with vllm bench serve").
+AGREEMENT_BOUND = {"tpot_p50_ms": 0.15, "output_tok_s": 0.15}
+
+
+def test_plugin_agrees_with_vllm_bench_serve(server: ServerHandle) -> None:
+    import importlib.util
+    from pathlib import Path
+
+    from pytest_llmperf.cards import resolve_model
+    from pytest_llmperf.tokenizer import served_model_dir
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "serve_agreement.py"
+    spec = importlib.util.spec_from_file_location("serve_agreement", path)
+    assert spec and spec.loader
+    agree = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agree)
+    tokenizer = served_model_dir(resolve_model("tiny-llama-2l"))
+    runs = []
+    with tempfile.TemporaryDirectory() as out:
+        for r, order in enumerate((("plugin", "bench"), ("bench", "plugin"))):
+            for tool in order:
+                if tool == "plugin":
+                    res = agree.plugin_run(server, 4, 16, 128, 64, seed=r)
+                else:
+                    res = agree.bench_run(server, tokenizer, 4, 16, 128, 64, r, out)
+                runs.append({"tool": tool, "concurrency": 4, "run": r, **res})
+    (row,) = agree.summarise(runs)
+    for metric, bound in AGREEMENT_BOUND.items():
+        assert abs(row[metric]["rel_diff"]) <= bound, (metric, row[metric])
 
 
 def test_server_that_dies_mid_run_fails_with_its_log(server: ServerHandle) -> None:
