@@ -199,6 +199,14 @@ class LLMPerfSession:
         self.memory_budget = self.options.memory_budget_bytes
         self.memory_budget_text = self.options.memory_budget
         self._peak_bandwidth: float | None | bool = False  # False: not looked up yet
+        endpoint = config.option.llmperf_endpoint
+        if endpoint is not None:
+            from urllib.parse import urlsplit
+
+            parts = urlsplit(endpoint)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise pytest.UsageError(f"--llmperf-endpoint={endpoint}: expected a server URL such "
+                                        "as http://127.0.0.1:8000")
         self.verdicts: list[Any] = []
         self.baseline_dirs: list[str] = []  # every baseline directory used, for the summary
         self.machines: dict[str, dict[str, Any]] = {}  # hardware key -> fingerprint JSON

@@ -436,3 +436,11 @@ def test_server_keeps_vllms_default_batch_size() -> None:
     engine, _ = spec.on_cpu(0.25)
     assert engine.max_num_seqs is None
     assert parse_perf_kwargs({"model": "tiny-llama-2l", "batch": 4}).engine.max_num_seqs == 4
+
+
+def test_a_malformed_endpoint_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_x="def test_x():\n    pass\n")
+    res = pytester.runpytest_inprocess("-p", "pytest_llmperf", "-p", "no:cacheprovider",
+                                       "--llmperf-endpoint=localhost:8000")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    res.stderr.fnmatch_lines(["*--llmperf-endpoint=localhost:8000: expected a server URL*"])
