@@ -248,6 +248,12 @@ class ServerHandle:
         if self.external:
             notes.append(f"endpoint {self.base_url}: engine config unknown; the server says it "
                          f"serves {self.info.get('models_text', '?')}")
+        failed = sum(t.failed_requests for t in trials)
+        if failed:
+            sent = failed + sum(t.num_requests for t in trials)
+            errors = sorted({e for t in trials for e in t.errors})[:3]
+            notes.append(f"{failed} of {sent} requests failed (within max_error_rate="
+                         f"{workload.max_error_rate:g}): " + "; ".join(errors))
         stopped = [t.stopped for t in trials if t.stopped]
         notes.extend(sorted(set(stopped)))
         return PerfResult(engine=self.config, workload=workload, trials=tuple(trials),
