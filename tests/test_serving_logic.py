@@ -444,3 +444,24 @@ def test_a_malformed_endpoint_is_a_usage_error(pytester: pytest.Pytester) -> Non
                                        "--llmperf-endpoint=localhost:8000")
     assert res.ret == pytest.ExitCode.USAGE_ERROR
     res.stderr.fnmatch_lines(["*--llmperf-endpoint=localhost:8000: expected a server URL*"])
+
+
+def test_error_rate_allowance() -> None:
+    from pytest_llmperf.backends.server import RequestsFailed
+    from pytest_llmperf.config import Workload
+    from pytest_llmperf.serving_run import _check_failures
+
+    class Alive:
+        log_path = "/tmp/server.log"
+
+        def check_alive(self, phase: str, grace_s: float = 0.0) -> None:
+            return None
+
+    recs = [_record([0.1, 0.2], tokens=2) for _ in range(9)]
+    recs.append(RequestRecord(ServeRequest(output_len=2, input_len=3, prompt=[1])).fail("timed out after 5 s"))
+    trial = summarise_records(recs, elapsed_s=1.0)
+    _check_failures(Alive(), Workload(backend="server", max_error_rate=0.1), recs, trial, RequestsFailed)
+    with pytest.raises(RequestsFailed, match=r"1 of 10 requests failed \(max_error_rate=0.05\); "
+                                             r"first errors:\n  timed out after 5 s"):
+        _check_failures(Alive(), Workload(backend="server", max_error_rate=0.05), recs, trial,
+                        RequestsFailed)
