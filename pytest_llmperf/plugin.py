@@ -1094,7 +1094,8 @@ def _gate_paired(item: pytest.Item, session: LLMPerfSession, plan: Plan, verdict
 
         session.engines.close()
         try:
-            return session.engines.get(side.engine, python=side.python).run(side.workload)
+            return session.engines.get(side.engine, side.workload.backend,
+                                       python=side.python).run(side.workload)
         except EngineError as exc:
             which = "base" if side is base else "head"
             failure = f"{item.nodeid}: paired run, {which} side ({ref}): {exc}"

@@ -229,10 +229,12 @@ def test_sweep_stores_one_baseline_entry_per_point(pytester: pytest.Pytester, se
     assert "goodput_req_s" in entries["test_sweep[c=1]"]["metrics"]
 
 
-# How far the plugin's medians may sit from vllm bench serve's on this 2-core machine:
-# derived from the spread both tools showed across runs of benchmarks/serve_agreement.py
-# (benchmarks/RESULTS.md, "Serving: agreement with vllm bench serve").
-AGREEMENT_BOUND = {"tpot_p50_ms": 0.15, "output_tok_s": 0.15}
+# How far the plugin's medians may sit from vllm bench serve's on two shared cores: the
+# largest run-to-run spread either tool showed on its own in benchmarks/serve_agreement.py
+# (benchmarks/RESULTS.md, "Serving: agreement with vllm bench serve": TPOT p50 up to 43%,
+# output tok/s up to 42%). Loose, but it still catches a client that counts or times
+# tokens wrongly (a factor, not percent). On an H100 the same script targets 3%.
+AGREEMENT_BOUND = {"tpot_p50_ms": 0.45, "output_tok_s": 0.45}
 
 
 def test_plugin_agrees_with_vllm_bench_serve(server: ServerHandle) -> None:

@@ -44,12 +44,14 @@ class BackendPool:
     def current(self) -> Any:
         return self.server.current or self.offline.current
 
-    def get(self, config: EngineConfig, backend: str = "offline") -> Any:
+    def get(self, config: EngineConfig, backend: str = "offline", python: str | None = None) -> Any:
+        """The live handle for ``config`` on ``backend``; ``python`` picks another
+        interpreter (the base commit's environment of a paired A/B run)."""
         if backend == "server":
             self.offline.close()
-            return self.server.get(config)
+            return self.server.get(config, python=python)
         self.server.close()
-        return self.offline.get(config)
+        return self.offline.get(config, python=python)
 
     def close(self) -> None:
         try:

@@ -70,9 +70,10 @@ def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
-def server_args(config: EngineConfig, model_dir: str, load_format: str, port: int) -> list[str]:
+def server_args(config: EngineConfig, model_dir: str, load_format: str, port: int,
+                python: str | None = None) -> list[str]:
     """The api_server command line for an engine config (the same knobs as offline)."""
-    args = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+    args = [python or sys.executable, "-m", "vllm.entrypoints.openai.api_server",
             "--model", model_dir, "--served-model-name", config.model,
             "--host", "127.0.0.1", "--port", str(port),
             "--load-format", load_format,
@@ -275,8 +276,10 @@ def start_server(
     log_dir: str | None = None,
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S,
+    python: str | None = None,
 ) -> ServerHandle:
-    """Start vLLM's OpenAI server for ``config`` and wait until ``/health`` answers."""
+    """Start vLLM's OpenAI server for ``config`` and wait until ``/health`` answers
+    (``python``: the interpreter to run it with, default this one)."""
     from ..engine_worker import parse_engine_log
     from ..tokenizer import served_model_dir
 
@@ -295,7 +298,7 @@ def start_server(
             env["VLLM_CPU_OMP_THREADS_BIND"] = bind
         else:
             api_cpus = None
-    args = server_args(config, model_dir, source.load_format, port)
+    args = server_args(config, model_dir, source.load_format, port, python)
     with open(log_path, "ab") as log:
         log.write(("$ " + " ".join(args) + "\n").encode())
         log.flush()
@@ -391,24 +394,26 @@ class ServerManager:
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S
     endpoint: str | None = None
     current: ServerHandle | None = None
+    current_key: tuple[Any, ...] = ()
     failed: dict[tuple[Any, ...], EngineError] = field(default_factory=dict)
     starts: int = 0
 
-    def get(self, config: EngineConfig) -> ServerHandle:
-        key = config.key()
+    def get(self, config: EngineConfig, python: str | None = None) -> ServerHandle:
+        key = (*config.key(), python) if python else config.key()
         if key in self.failed:
             raise self.failed[key]
         if self.endpoint is not None:
             if self.current is None:
                 self.current = connect_endpoint(self.endpoint, config, self.device, self.run_timeout_s)
             return self.current
-        if self.current is not None and self.current.config.key() == key and self.current.alive():
+        if self.current is not None and self.current_key == key and self.current.alive():
             return self.current
         self.close()
         try:
             self.current = start_server(config, self.device, log_dir=self.log_dir,
                                         start_timeout_s=self.start_timeout_s,
-                                        run_timeout_s=self.run_timeout_s)
+                                        run_timeout_s=self.run_timeout_s, python=python)
+            self.current_key = key
             self.starts += 1
         except EngineError as exc:
             self.failed[key] = exc
