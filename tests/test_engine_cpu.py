@@ -74,9 +74,10 @@ def test_engine_is_reused_and_min_duration_adds_trials(engine: EngineHandle) -> 
 def test_slowdown_injection_lowers_throughput(engine: EngineHandle) -> None:
     plain = engine.run(Workload(batch=2, input_len=16, output_len=8, trials=3, warmup=0))
     slowed = engine.run(Workload(batch=2, input_len=16, output_len=8, trials=3, warmup=0,
-                                 slowdown=0.5))
-    # A stall of half the trial time halves throughput; CPU noise is far smaller.
-    assert slowed.output_tok_s < plain.output_tok_s * 0.8
+                                 slowdown=0.8))
+    # A stall worth 80% of the trial time leaves a fifth of the throughput; the margin
+    # (below half) survives a machine whose load changes 2.5x between the two runs.
+    assert slowed.output_tok_s < plain.output_tok_s * 0.5
 
 
 def test_run_timeout_kills_a_hung_engine(engine: EngineHandle) -> None:
