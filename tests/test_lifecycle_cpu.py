@@ -1,11 +1,13 @@
-"""How a run ends: SIGINT or SIGTERM at the phases without an engine.
+"""How a run ends, on real engines (vLLM's CPU build): signals at every phase, dead engines.
 
-A pytest run is started in a subprocess and sent SIGINT or SIGTERM while it collects,
-in the summary and while a baseline file is written: pytest exits within 10 s, nothing
-of the run is left, never a partial report or baseline file. These phases use the fake
-engine of tests/fake_engine.py: what they test is pytest's exit and the files, not vLLM.
-The same harness drives real engines (start, trial, SIGKILL) in the tests added next.
+A pytest run is started in a subprocess and sent SIGINT, SIGTERM or SIGKILL while it
+collects, while an engine starts, during a trial, in the summary and while a baseline
+file is written. SIGINT/SIGTERM: pytest exits within 10 s; SIGKILL: nothing of the run
+is left 20 s later; never a partial report or baseline file. Phases without an engine
+(collection, summary, the baseline write) use the fake engine of tests/fake_engine.py:
+what they test is pytest's exit and the files, not vLLM.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,13 +17,15 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from pytest_llmperf.config import EngineConfig
+from pytest_llmperf.config import EngineConfig, Workload
+from pytest_llmperf.engine import EngineError, start_engine
 from pytest_llmperf.procs import OWNER_ENV
 
 try:
@@ -212,3 +216,119 @@ def test_signal_outside_the_engine_phases(tmp_path: Path, phase: str, sig: signa
     run = Run(tmp_path, phase, fake=True, args=args)
     run.wait_for(phase, 60)
     _interrupt_and_check(run, sig)
+
+
+@pytest.mark.parametrize("sig", [*GENTLE, signal.SIGKILL], ids=lambda s: s.name)
+def test_signal_while_an_engine_starts(tmp_path: Path, sig: signal.Signals) -> None:
+    run = Run(tmp_path, fake=False)
+    run.wait_for("engine-core")  # the worker is up and vLLM's EngineCore is starting
+    _interrupt_and_check(run, sig)
+
+
+@pytest.mark.parametrize("sig", [*GENTLE, signal.SIGKILL], ids=lambda s: s.name)
+def test_signal_during_a_trial(tmp_path: Path, sig: signal.Signals) -> None:
+    run = Run(tmp_path, fake=False)
+    run.wait_for("trial")
+    time.sleep(1.0)  # into the measuring loop
+    _interrupt_and_check(run, sig)
+
+
+# -- engines that die -------------------------------------------------------------------
+
+
+def _engine_cores_under(pid: int) -> list[psutil.Process]:
+    try:
+        return [p for p in psutil.Process(pid).children(recursive=True) if _is_engine_core(p.pid)]
+    except psutil.Error:
+        return []
+
+
+def _leftover_children() -> list[str]:
+    return [_describe(p.pid) for p in psutil.Process().children(recursive=True)
+            if _alive(p.pid) and "resource_tracker" not in " ".join(p.cmdline())]
+
+
+def test_engine_core_killed_mid_run_fails_fast_with_its_name(tmp_path: Path) -> None:
+    handle = start_engine(TINY, "cpu", log_dir=str(tmp_path))
+    [core] = _engine_cores_under(handle.pid)
+    threading.Timer(2.0, core.kill).start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(EngineError) as info:
+            handle.run(Workload(batch=4, input_len=32, output_len=64, trials=400, warmup=0),
+                       timeout_s=600)
+    finally:
+        handle.stop()
+    assert time.monotonic() - t0 < 120  # seconds, not the 600 s run timeout
+    message = str(info.value)
+    assert f"vLLM's EngineCore (pid {core.pid}) died" in message
+    assert "hung" not in message and "Tokenizer" not in message
+    assert _leftover_children() == []  # the worker and vLLM's other processes went too
+    with pytest.raises(EngineError, match="EngineCore"):
+        handle.run(Workload(batch=1, input_len=8, output_len=4, trials=1))
+
+
+RETRY_CONFTEST = '''
+import threading, time
+import psutil
+
+KILL = {"on": False}
+
+
+def pytest_runtest_setup(item):
+    KILL["on"] = item.name.startswith("test_a")
+
+
+def _killer():
+    me = psutil.Process()
+    while True:
+        if KILL["on"]:
+            for p in me.children(recursive=True):
+                try:
+                    if "EngineCore" in " ".join(p.cmdline()):
+                        time.sleep(1.0)
+                        p.kill()
+                except psutil.Error:
+                    pass
+        time.sleep(0.2)
+
+
+threading.Thread(target=_killer, daemon=True).start()
+'''
+
+RETRY_TESTS = '''
+from pytest_llmperf import perf
+
+A = dict(model="tiny-llama-2l", device="cpu", max_model_len=256, batch=2, input_len=16,
+         output_len=8, trials=1, warmup=0, gpu_memory_utilization=0.2, enforce_eager=True)
+
+
+@perf(**A)
+def test_a1(llmperf):
+    llmperf.run()
+
+
+@perf(**A)
+def test_a2(llmperf):
+    llmperf.run()
+
+
+@perf(**{**A, "max_model_len": 128})
+def test_b(llmperf):
+    assert llmperf.run().output_tok_s > 0
+'''
+
+
+def test_engine_core_killed_during_start_is_retried_then_fails_only_its_config(
+        tmp_path: Path) -> None:
+    run = Run(tmp_path, fake=False, files={"conftest.py": RETRY_CONFTEST, "test_r.py": RETRY_TESTS})
+    rc = run.proc.wait(600)
+    out = run.output()
+    assert rc == pytest.ExitCode.TESTS_FAILED, out
+    assert "2 failed, 1 passed" in out
+    assert out.count("died while the engine started") >= 2  # a1 and a2, same reason
+    assert "(after 2 attempts)" in out
+    assert "During handling of the above exception" not in out
+    assert "Failed core proc(s)" not in out  # vLLM's empty "{}" says nothing
+    logs = sorted((tmp_path / "logs").glob("engine-*.log"))
+    assert len(logs) == 3, logs  # two attempts for config A, none for test_a2, one for B
