@@ -53,8 +53,9 @@ class BackendPool:
         self.server.close()
         return self.offline.get(config, python=python)
 
-    def close(self) -> None:
+    def close(self, *, kill: bool = False) -> None:
+        """Stop whichever backend is live (``kill``: at once, the run was interrupted)."""
         try:
-            self.offline.close()
+            self.offline.close(kill=kill)
         finally:
-            self.server.close()
+            self.server.close(kill=kill)

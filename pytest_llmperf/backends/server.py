@@ -420,7 +420,8 @@ class ServerManager:
             raise
         return self.current
 
-    def close(self) -> None:
+    def close(self, *, kill: bool = False) -> None:
+        """Stop the live server (``kill``: a one-second grace, the run was interrupted)."""
         if self.current is not None:
             handle, self.current = self.current, None
-            handle.stop()
+            handle.stop(timeout_s=1.0 if kill else 30.0)
