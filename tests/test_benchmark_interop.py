@@ -56,7 +56,9 @@ def test_autosave_and_compare_work_on_perf_tests(
     pytester.runpytest("--benchmark-autosave").assert_outcomes(passed=2)
     saved = list((pytester.path / ".benchmarks").rglob("0001_*.json"))
     assert len(saved) == 1
-    result = pytester.runpytest("--benchmark-compare=0001", "--benchmark-compare-fail=mean:50%")
+    # No --benchmark-compare-fail: the rounds here are a fake engine's wall-clock times,
+    # and a timing threshold on them failed intermittently on a loaded machine.
+    result = pytester.runpytest("--benchmark-compare=0001")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["*test_a*(0001*"])
 
