@@ -176,6 +176,8 @@ def worker_main(conn: Any, request: dict[str, Any]) -> None:
             "dtype": str(model_config.dtype).replace("torch.", ""),
             "max_model_len": int(model_config.max_model_len),
             "pid": os.getpid(),
+            # What this engine was pinned to (its title hides /proc/<pid>/environ).
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "startup_peak_process_gib": peak_proc,
             **facts,
         })

@@ -209,7 +209,8 @@ def test_oversaturating_rate_stops_early(server: ServerHandle) -> None:
 
 
 def test_sweep_stores_one_baseline_entry_per_point(pytester: pytest.Pytester, server: ServerHandle) -> None:
-    pytester.makepyfile(test_sweep="""
+    # Not "test_sweep": tests/test_sweep.py is imported in this process already.
+    pytester.makepyfile(test_sweep_points="""
         import pytest
 
         @pytest.mark.perf(model="tiny-llama-2l", backend="server", load="sweep",
@@ -224,7 +225,7 @@ def test_sweep_stores_one_baseline_entry_per_point(pytester: pytest.Pytester, se
                                        "-p", "no:cacheprovider", "--llmperf-update-baselines",
                                        "--llmperf-baselines=bl")
     res.assert_outcomes(passed=1)
-    (path,) = (pytester.path / "bl").rglob("test_sweep.json")
+    (path,) = (pytester.path / "bl").rglob("test_sweep_points.json")
     entries = json.loads(path.read_text())["entries"]
     assert sorted(entries) == ["test_sweep[c=1]", "test_sweep[c=2]"]
     assert entries["test_sweep[c=2]"]["workload"]["concurrency"] == 2

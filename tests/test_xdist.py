@@ -178,12 +178,13 @@ TINY = dict(model="tiny-llama-2l", device="cpu", max_model_len=128, batch=2, inp
             output_len=4, trials=1, warmup=0, gpu_memory_utilization=0.1, enforce_eager=True)
 
 def _log(name, llm_engine):
-    engine_env = psutil.Process(llm_engine.pid).environ()
+    # The engine process's title overwrites /proc/<pid>/environ: it reports its own.
+    assert psutil.Process(llm_engine.pid).is_running()
     with open(os.environ["LLMPERF_TEST_STARTS"], "a") as f:
         f.write(json.dumps({"test": name, "worker": os.environ["PYTEST_XDIST_WORKER"],
                             "pid": llm_engine.pid, "engine": repr(llm_engine.config.key()),
                             "worker_cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
-                            "engine_cuda": engine_env.get("CUDA_VISIBLE_DEVICES")}) + "\\n")
+                            "engine_cuda": llm_engine.info["cuda_visible_devices"]}) + "\\n")
 
 @perf(**TINY, max_num_seqs=2)
 def test_a1(llmperf, llm_engine):
