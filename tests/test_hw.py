@@ -328,3 +328,64 @@ def test_a_leased_gpu_is_not_given_to_another_process(tmp_path: Path) -> None:
     assert subprocess.run(run, capture_output=True, text=True, check=True).stdout.strip() == "busy"
     leases.release()
     assert subprocess.run(run, capture_output=True, text=True, check=True).stdout.strip() == "free"
+
+
+def test_servers_run_on_leased_gpus_and_give_them_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server backend leases GPUs like offline engines: pinned, locked, released."""
+    from pytest_llmperf.backends import server as server_mod
+    from pytest_llmperf.config import EngineConfig
+    from pytest_llmperf.engine import EngineError
+
+    gpus = _gpus(["H100"] * 2)
+    leases = GpuLeases(gpus[1:], gpus, lock_dir=tmp_path)
+    started: list[list[int]] = []
+
+    class Handle:
+        def __init__(self, config: EngineConfig, gpus: list[VisibleGpu]) -> None:
+            self.config, self.gpus, self.stopped = config, gpus, False
+
+        def alive(self) -> bool:
+            return not self.stopped
+
+        def stop(self, timeout_s: float = 30.0) -> None:
+            self.stopped = True
+
+    def fake_start(config: EngineConfig, device: str, **kw: object) -> Handle:
+        gpus = list(kw["gpus"])  # type: ignore[call-overload]
+        assert leases.current == gpus  # locked before the server starts
+        started.append([g.order for g in gpus])
+        if config.tp == 2 and len(started) > 2:
+            raise EngineError("start", "no")
+        return Handle(config, gpus)
+
+    monkeypatch.setattr(server_mod, "start_server", fake_start)
+    manager = server_mod.ServerManager(device="gpu", leases=leases)
+    manager.get(EngineConfig(model="tiny-llama-2l"))
+    assert started == [[1]]
+    manager.get(EngineConfig(model="tiny-llama-2l", tp=2))  # borrows GPU 0
+    assert started == [[1], [1, 0]] and len(leases.current) == 2
+    manager.close()
+    assert leases.current == []
+    with pytest.raises(EngineError):
+        manager.get(EngineConfig(model="tiny-llama-2l", tp=2, max_num_seqs=3))
+    assert leases.current == []  # a failed start gives its GPUs back
+
+
+def test_a_server_is_started_with_its_gpus_visible(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_llmperf.backends import server as server_mod
+    from pytest_llmperf.config import EngineConfig
+
+    monkeypatch.setenv("LLMPERF_CACHE_DIR", str(tmp_path / "cache"))
+    seen: dict[str, str] = {}
+
+    def fake_command(args: list[str], **kw: object) -> None:
+        seen.update(kw["env"])  # type: ignore[arg-type]
+        raise RuntimeError("not starting a server here")
+
+    monkeypatch.setattr(server_mod, "start_command", fake_command)
+    gpus = _gpus(["H100"] * 3)
+    with pytest.raises(RuntimeError, match="not starting"):
+        server_mod.start_server(EngineConfig(model="tiny-llama-2l", tp=2), "gpu",
+                                log_dir=str(tmp_path), gpus=[gpus[2], gpus[0]])
+    assert seen["CUDA_VISIBLE_DEVICES"] == "2,0"
+    assert seen["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"

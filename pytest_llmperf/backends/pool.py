@@ -23,7 +23,7 @@ class BackendPool:
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S
     endpoint: str | None = None
     progress: Any = None  # start-up progress lines (offline engines)
-    leases: Any = None  # the GPUs offline engines may use (hw/leases.py)
+    leases: Any = None  # the GPUs engines and servers may use (hw/leases.py)
     offline: EngineManager = field(init=False)
     server: ServerManager = field(init=False)
 
@@ -34,7 +34,8 @@ class BackendPool:
                                      progress=self.progress, leases=self.leases)
         self.server = ServerManager(device=self.device, log_dir=self.log_dir,
                                     start_timeout_s=self.start_timeout_s,
-                                    run_timeout_s=self.run_timeout_s, endpoint=self.endpoint)
+                                    run_timeout_s=self.run_timeout_s, endpoint=self.endpoint,
+                                    leases=self.leases)
 
     @property
     def starts(self) -> int:

@@ -30,13 +30,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from ..cards import resolve_model
 from ..config import EngineConfig, Workload
 from ..engine import DEFAULT_RUN_TIMEOUT_S, DEFAULT_START_TIMEOUT_S, EngineError, log_reason
+from ..hw.nvml import VisibleGpu
 from ..procs import GuardedProcess, start_command
 from ..results import MemoryResult, PerfResult, TrialResult
 
@@ -277,9 +278,11 @@ def start_server(
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S,
     python: str | None = None,
+    gpus: Sequence[VisibleGpu] | None = None,
 ) -> ServerHandle:
     """Start vLLM's OpenAI server for ``config`` and wait until ``/health`` answers
-    (``python``: the interpreter to run it with, default this one)."""
+    (``python``: the interpreter to run it with, default this one; ``gpus``: the GPUs
+    it is pinned to with CUDA_VISIBLE_DEVICES, as offline engines are)."""
     from ..engine_worker import parse_engine_log
     from ..tokenizer import served_model_dir
 
@@ -291,6 +294,10 @@ def start_server(
     log_path = os.path.join(log_dir, f"server-{safe}-{int(time.time() * 1000)}.log")
     port = free_port()
     env = dict(os.environ)
+    if gpus:
+        from ..hw.nvml import cuda_env
+
+        env.update(cuda_env(gpus))
     api_cpus: set[int] | None = None
     if device == "cpu" and "VLLM_CPU_OMP_THREADS_BIND" not in env:
         api_cpus, bind = cpu_split()
@@ -316,6 +323,8 @@ def start_server(
         handle.stop()
         raise
     handle.info["start_time_s"] = time.perf_counter() - t0
+    if gpus:
+        handle.info["cuda_visible_devices"] = env["CUDA_VISIBLE_DEVICES"]
     if api_cpus:
         pin_process(process.pid, api_cpus)
         handle.info["api_server_cpus"] = sorted(api_cpus)
@@ -393,6 +402,7 @@ class ServerManager:
     start_timeout_s: float = DEFAULT_START_TIMEOUT_S
     run_timeout_s: float = DEFAULT_RUN_TIMEOUT_S
     endpoint: str | None = None
+    leases: Any = None  # the GPUs servers may use (hw/leases.py); None: CPU or all visible
     current: ServerHandle | None = None
     current_key: tuple[Any, ...] = ()
     failed: dict[tuple[Any, ...], EngineError] = field(default_factory=dict)
@@ -409,19 +419,28 @@ class ServerManager:
         if self.current is not None and self.current_key == key and self.current.alive():
             return self.current
         self.close()
+        gpus = self.leases.acquire(config.tp) if self.leases is not None else None
         try:
             self.current = start_server(config, self.device, log_dir=self.log_dir,
                                         start_timeout_s=self.start_timeout_s,
-                                        run_timeout_s=self.run_timeout_s, python=python)
+                                        run_timeout_s=self.run_timeout_s, python=python,
+                                        gpus=gpus)
             self.current_key = key
             self.starts += 1
         except EngineError as exc:
             self.failed[key] = exc
             raise
+        finally:
+            if self.current is None and self.leases is not None:
+                self.leases.release()
         return self.current
 
     def close(self, *, kill: bool = False) -> None:
         """Stop the live server (``kill``: a one-second grace, the run was interrupted)."""
         if self.current is not None:
             handle, self.current = self.current, None
-            handle.stop(timeout_s=1.0 if kill else 30.0)
+            try:
+                handle.stop(timeout_s=1.0 if kill else 30.0)
+            finally:
+                if self.leases is not None:
+                    self.leases.release()

@@ -46,19 +46,10 @@ class Rate:
 
 
 def exponential_ks_pvalue(gaps: list[float], rate: float) -> float:
-    """p-value of a Kolmogorov-Smirnov test that ``gaps`` are exponential with ``rate``.
-
-    scipy is not among vLLM's dependencies, so this is the one-sample KS statistic with
-    Stephens' (1970) finite-sample correction and the Kolmogorov series, in numpy.
-    """
-    x = np.sort(np.asarray(gaps, dtype=float))
-    n = len(x)
-    if n == 0:
+    """p-value of a one-sample Kolmogorov-Smirnov test (scipy's exact distribution for
+    small samples) that ``gaps`` are exponential with ``rate``; NaN for no gaps."""
+    if not gaps:
         return float("nan")
-    cdf = 1.0 - np.exp(-rate * x)
-    i = np.arange(1, n + 1)
-    d = float(max(np.max(i / n - cdf), np.max(cdf - (i - 1) / n)))
-    lam = (np.sqrt(n) + 0.12 + 0.11 / np.sqrt(n)) * d
-    k = np.arange(1, 101)
-    p = 2.0 * float(np.sum((-1.0) ** (k - 1) * np.exp(-2.0 * (k * lam) ** 2)))
-    return min(1.0, max(0.0, p))
+    from scipy import stats
+
+    return float(stats.kstest(np.asarray(gaps, dtype=float), "expon", args=(0.0, 1.0 / rate)).pvalue)
