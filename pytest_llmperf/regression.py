@@ -215,11 +215,24 @@ class Comparison:
             body.append((*cells, _VERDICT_LABEL[r.verdict]))
         return header, body, right
 
+    def explanations(self) -> list[str]:
+        """Why a regression smaller than its tolerance still fails (paired mode): the
+        worsening is significant and the starts cannot show it stays within tolerance."""
+        out = []
+        for r in self.regressions:
+            if r.worsening < r.tolerance:
+                out.append(
+                    f"{r.metric}: worse by {r.worsening:+.1%}, below its {r.tolerance:.0%} tolerance, "
+                    f"but significantly worse (at least {r.worse_low:+.1%}) and possibly beyond the "
+                    f"tolerance (up to {r.worse_high:+.1%}): not shown to be within it")
+        return out
+
     def table(self) -> str:
-        """Aligned plain-text table for the terminal and PR comments."""
+        """Aligned plain-text table for the terminal and PR comments (with the
+        explanations of regressions below their tolerance)."""
         from .reports.table import text_table
 
-        return "\n".join(text_table(*self.table_cells()))
+        return "\n".join([*text_table(*self.table_cells()), *self.explanations()])
 
 
 def compare_to_baseline(

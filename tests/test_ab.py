@@ -160,7 +160,7 @@ def test_unchanged_test_runs_once_and_new_test_uses_the_stored_baseline(
     result = pytester.runpytest("--llmperf-ab", "base")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines([
-        "*test_tiny  *models/tiny*  pass",
+        "*test_tiny  *models/tiny*  pass (unchanged since base)",
         "*test_new: no paired run: new in this change*gated against the stored baseline*",
         "*test_tiny: unchanged since base (*): same engine config, model and workload*",
     ])

@@ -282,3 +282,19 @@ def test_an_unusable_baseline_is_an_error_outcome() -> None:
     data = _report([v]).to_json()
     validate_report(data)
     assert RunReport.from_json(data).tests[0].errors == t.errors
+
+
+def test_a_test_unchanged_since_the_base_commit_is_its_own_outcome(tmp_path: Path) -> None:
+    v = _verdict("t.py::test_same", 1000)
+    v.baseline_status, v.comparison = "unchanged", None
+    v.messages.append("unchanged since origin/main (abc): same engine config, model and workload, measured once")
+    report = _report([v, _verdict("t.py::test_b", 150, batch=1, baseline_tok_s=150, seed=1)])
+    same = next(t for t in report.tests if t.test_id == "t.py::test_same")
+    assert same.outcome == "unchanged" and not same.failing
+    assert same.label == "pass (unchanged since base)"
+    data = json.loads(write_json(report, tmp_path / "r.json").read_text())
+    validate_report(data)
+    assert data["summary"]["outcomes"] == {"unchanged": 1, "pass": 1}
+    md = render_markdown(report)
+    assert "1 unchanged, 1 passed" in md
+    assert "Baseline: unchanged." in md

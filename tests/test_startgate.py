@@ -276,3 +276,21 @@ def test_settle_stops_at_the_limit_and_when_out_of_reach() -> None:
     assert n == 0 and not added
     cmp, n = settle(lambda: _cmp("ok", 2, 2), lambda: added.append(1), confirm=2)
     assert cmp.state == "pass" and n == 0
+
+
+def test_a_paired_regression_below_its_tolerance_says_why_it_fails() -> None:
+    """Significantly worse, and the starts cannot show it stays within tolerance: the
+    table says so instead of showing a bare REGRESSION at +6% against 10%."""
+    from pytest_llmperf.regression import Comparison, MetricComparison
+
+    row = MetricComparison(metric="tpot_p99_ms", unit="ms", direction="lower", baseline=10.0,
+                           current=10.6, change=0.06, worse_low=0.02, worse_high=0.12,
+                           tolerance=0.10, noise_floor=0.0, verdict="regression")
+    beyond = MetricComparison(metric="tpot_p50_ms", unit="ms", direction="lower", baseline=10.0,
+                              current=11.5, change=0.15, worse_low=0.12, worse_high=0.18,
+                              tolerance=0.10, noise_floor=0.0, verdict="regression")
+    cmp = Comparison((row, beyond), mode="paired")
+    [line] = cmp.explanations()
+    assert line.startswith("tpot_p99_ms: worse by +6.0%, below its 10% tolerance")
+    assert "at least +2.0%" in line and "up to +12.0%" in line
+    assert line in cmp.table()

@@ -25,7 +25,7 @@ COMMENT_MARKER = "<!-- pytest-llmperf report -->"
 ICONS: dict[str, str] = {
     "regression": "❌", "limits": "❌", "failed": "❌", "error": "❌",
     "inconclusive": "❔", "stale": "⚠️", "missing": "⚠️",
-    "improved": "🚀", "updated": "📝", "pass": "✅",
+    "improved": "🚀", "updated": "📝", "unchanged": "🟰", "pass": "✅",
 }
 
 # (metric name, column title, how to read it off a result, format, unit suffix)
@@ -91,9 +91,11 @@ def _details(t: TestRecord) -> list[str]:
                    + (f"; vLLM {r.vllm_version}" if r.vllm_version else ""))
         out.append("")
     if t.comparison:
-        out.extend(markdown_table(*t.comparison_table().table_cells()))
+        table = t.comparison_table()
+        out.extend(markdown_table(*table.table_cells()))
+        out.extend(f"- {line}" for line in table.explanations())
         out.append("")
-    elif t.baseline_status in ("missing", "stale", "updated"):
+    elif t.baseline_status in ("missing", "stale", "updated", "unchanged"):
         out.append(f"Baseline: {t.baseline_status}.")
         out.append("")
     notes = t.notes
@@ -130,7 +132,9 @@ def render_markdown(report: RunReport) -> str:
     lines.extend(markdown_table(header, rows, right))
     lines.append("")
     legend = ("Changes are against the stored baseline for this hardware (paired runs: "
-              "against the base commit); **bold** marks a regression beyond tolerance and noise.")
+              "against the base commit); **bold** marks a regression: beyond tolerance and noise "
+              "against a stored baseline, and against the base commit significantly worse and "
+              "not shown to be within tolerance.")
     if any(m.mde is not None for t in tests for m in t.comparison or ()):
         legend += (" In the details, *detectable* is the worsening this runner tells from its "
                    "noise with 90% power.")

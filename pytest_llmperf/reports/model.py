@@ -33,6 +33,7 @@ OUTCOMES: tuple[str, ...] = (
     "missing",       # no baseline on this hardware
     "improved",      # better beyond tolerance: update the baseline
     "updated",       # the baseline was (re)recorded by this run
+    "unchanged",     # paired A/B: the test is the same at the base commit, run once
     "pass",
 )
 FAILING = frozenset({"regression", "limits", "failed", "error"})
@@ -42,7 +43,7 @@ COUNT_WORDS: dict[str, str] = {
     "regression": "regressed", "limits": "missed limits", "failed": "failed",
     "error": "errored", "inconclusive": "inconclusive", "stale": "stale baseline",
     "missing": "no baseline", "improved": "improved", "updated": "baseline updated",
-    "pass": "passed",
+    "unchanged": "unchanged", "pass": "passed",
 }
 
 LABELS: dict[str, str] = {
@@ -55,6 +56,7 @@ LABELS: dict[str, str] = {
     "missing": "pass (missing baseline)",
     "improved": "pass (improved)",
     "updated": "pass (baseline updated)",
+    "unchanged": "pass (unchanged since base)",
     "pass": "pass",
 }
 
@@ -81,6 +83,8 @@ def classify(verdict: Any) -> str:
         return "improved"
     if status == "updated":
         return "updated"
+    if status == "unchanged":
+        return "unchanged"
     return "pass"
 
 
