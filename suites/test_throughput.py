@@ -38,9 +38,11 @@ def test_config_table(llmperf, config):
     batch = result.workload.batch
     # Every request ran at once, not in waves: by Little's law, completions per second
     # times mean latency (the requests in flight on average) equals the batch.
+    # (A planted --llmperf-slowdown idles between requests and breaks the law: skip it.)
     in_flight = result.requests_s * result.e2e.mean / 1e3
-    assert in_flight == pytest.approx(batch, rel=0.2), (
-        f"{in_flight:.1f} requests in flight on average for a batch of {batch}: the engine ran waves"
-    )
+    if not result.workload.slowdown:
+        assert in_flight == pytest.approx(batch, rel=0.2), (
+            f"{in_flight:.1f} requests in flight on average for a batch of {batch}: the engine ran waves"
+        )
     assert result.preemptions == 0, f"{result.preemptions} preemptions: the KV cache is too small"
     llmperf.note(f"{result.output_tok_s:,.1f} tok/s, mean latency {result.e2e.mean:,.0f} ms")
