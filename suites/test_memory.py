@@ -17,7 +17,7 @@ real, and does a stopped engine give all its memory back?
 import math
 
 import pytest
-from tiny import CPU_GATE, TINY_ENGINE
+from tiny import PREEMPTING_GATE, TINY_ENGINE
 
 from pytest_llmperf import perf
 from pytest_llmperf.cards import predicted_weight_bytes, resolve_model
@@ -41,7 +41,7 @@ def test_kv_capacity_matches_the_card(llmperf):
 
 @perf(model="llama-3.1-8b", max_model_len=384, max_num_seqs=32, batch=14, input_len=128,
       output_len=256, trials=1, enforce_eager=True, extra={"kv_cache_memory_bytes": 768 * 2**20},
-      cpu={**CPU_GATE, "model": "tiny-llama-2l", "max_model_len": 256, "max_num_seqs": 16, "batch": 7,
+      cpu={**PREEMPTING_GATE, "model": "tiny-llama-2l", "max_model_len": 256, "max_num_seqs": 16, "batch": 7,
            "input_len": 64, "output_len": 192, "warmup": 0,
            "extra": {"kv_cache_memory_bytes": 2 * 2**20}})
 def test_reported_max_concurrency_is_real(llmperf, llm_engine):

@@ -6,14 +6,18 @@ the same engine keys share one engine start. The KV cache is pinned (256 MiB) so
 capacity does not follow the machine's free RAM, and vLLM then skips its warm-up.
 """
 
-# The CPU gate. A shared 2-core runner drifts far more than a GPU between sessions:
-# unchanged tests moved up to 9.7% in throughput and 11.9% in TPOT p50 against baselines
-# recorded (three engine starts each) 40 minutes earlier (benchmarks/RESULTS.md, "CPU
-# gate"). Throughput-type figures gate at 12%, so a planted 20% slowdown fails; every
-# latency figure gets 30%, where it only catches gross breakage.
-CPU_TOLERANCES = {"output_tok_s": 0.12, "total_tok_s": 0.12, "requests_s": 0.12,
-                  "goodput_req_s": 0.12}
-CPU_GATE = {"tolerance": 0.30, "tolerances": CPU_TOLERANCES}
+# The CPU gate. A shared 2-core runner drifts far more than a GPU between sessions. In
+# five unchanged runs against baselines recorded (three engine starts each) 10-60 minutes
+# earlier, the steady tests lost at most 5% throughput, while per-token latencies moved
+# up to 47% (benchmarks/RESULTS.md, "The CPU gate"). So throughput-type figures gate at
+# 15% (a planted 20% slowdown fails the job) and every latency figure at 75%, where it
+# only catches gross breakage. Tests whose loads preempt get PREEMPTING_GATE.
+CPU_TOLERANCES = {"output_tok_s": 0.15, "total_tok_s": 0.15, "requests_s": 0.15,
+                  "goodput_req_s": 0.15}
+CPU_GATE = {"tolerance": 0.75, "tolerances": CPU_TOLERANCES}
+# Preempting loads: their throughput follows the timing of preemptions (up to 28% lower
+# in unchanged runs than in the recorded starts), so it gates at 40%.
+PREEMPTING_GATE = {"tolerance": 0.75, "tolerances": {k: 0.40 for k in CPU_TOLERANCES}}
 
 TINY_ENGINE = {
     **CPU_GATE,
