@@ -22,7 +22,7 @@ import psutil
 
 from .cards import ModelSource, resolve_model
 from .config import EngineConfig, Workload
-from .hw.leases import GpuLeases
+from .hw.leases import GpuLeases, start_leased
 from .hw.nvml import VisibleGpu
 from .procs import GuardedProcess, leftovers_holding, start_process
 from .progress import Progress, ProgressEvent, watcher
@@ -544,20 +544,16 @@ class EngineManager:
                 self.close()
                 raise current.dead
         self.close()
-        gpus = self.leases.acquire(config.tp) if self.leases is not None else None
         try:
-            self.current = start_engine(config, self.device, log_dir=self.log_dir,
-                                        start_timeout_s=self.start_timeout_s,
-                                        run_timeout_s=self.run_timeout_s, python=python,
-                                        progress=self.progress, gpus=gpus)
-            self.current_key = key
-            self.starts += 1
+            self.current = start_leased(self.leases, config.tp, lambda gpus: start_engine(
+                config, self.device, log_dir=self.log_dir, start_timeout_s=self.start_timeout_s,
+                run_timeout_s=self.run_timeout_s, python=python, progress=self.progress,
+                gpus=gpus))
         except EngineError as exc:
             self.failed[key] = exc
             raise
-        finally:
-            if self.current is None and self.leases is not None:
-                self.leases.release()
+        self.current_key = key
+        self.starts += 1
         return self.current
 
     def close(self, *, kill: bool = False) -> None:

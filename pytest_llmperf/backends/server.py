@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 from ..cards import resolve_model
 from ..config import EngineConfig, Workload
 from ..engine import DEFAULT_RUN_TIMEOUT_S, DEFAULT_START_TIMEOUT_S, EngineError, log_reason
+from ..hw.leases import start_leased
 from ..hw.nvml import VisibleGpu
 from ..procs import GuardedProcess, start_command
 from ..results import MemoryResult, PerfResult, TrialResult
@@ -419,20 +420,15 @@ class ServerManager:
         if self.current is not None and self.current_key == key and self.current.alive():
             return self.current
         self.close()
-        gpus = self.leases.acquire(config.tp) if self.leases is not None else None
         try:
-            self.current = start_server(config, self.device, log_dir=self.log_dir,
-                                        start_timeout_s=self.start_timeout_s,
-                                        run_timeout_s=self.run_timeout_s, python=python,
-                                        gpus=gpus)
-            self.current_key = key
-            self.starts += 1
+            self.current = start_leased(self.leases, config.tp, lambda gpus: start_server(
+                config, self.device, log_dir=self.log_dir, start_timeout_s=self.start_timeout_s,
+                run_timeout_s=self.run_timeout_s, python=python, gpus=gpus))
         except EngineError as exc:
             self.failed[key] = exc
             raise
-        finally:
-            if self.current is None and self.leases is not None:
-                self.leases.release()
+        self.current_key = key
+        self.starts += 1
         return self.current
 
     def close(self, *, kill: bool = False) -> None:

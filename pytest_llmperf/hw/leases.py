@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from filelock import FileLock
 
 from .nvml import VisibleGpu
+
+T = TypeVar("T")
 
 
 class NotEnoughGpus(RuntimeError):
@@ -72,6 +75,20 @@ class GpuLeases:
             lock.release()
         self._held = []
         self.current = []
+
+
+def start_leased(leases: GpuLeases | None, count: int,
+                 start: Callable[[list[VisibleGpu] | None], T]) -> T:
+    """``start(gpus)`` on ``count`` GPUs locked for it (None without leases: the CPU
+    build, or the first visible GPUs); the GPUs go back at once if the start fails.
+    The caller releases them when what it started stops."""
+    gpus = leases.acquire(count) if leases is not None else None
+    try:
+        return start(gpus)
+    except BaseException:
+        if leases is not None:
+            leases.release()
+        raise
 
 
 def assign(gpus: Sequence[VisibleGpu], worker_index: int, worker_count: int) -> list[VisibleGpu]:
