@@ -31,6 +31,14 @@ def _percentiles(llmperf, result) -> None:
         llmperf.note(f"{name.upper()} p50/p95/p99: {d.p50:,.1f} / {d.p95:,.1f} / {d.p99:,.1f} ms")
 
 
+def _run_within_slo(llmperf):
+    """Measure the marker's load, note its percentiles, and check it against the SLO."""
+    result = llmperf.run()
+    _percentiles(llmperf, result)
+    _check_slo(llmperf, result)
+    return result
+
+
 def _check_slo(llmperf, result) -> None:
     """Every request answered; p50 <= p95 <= p99; p99 within the SLO; goodput near all."""
     slo = SLO[llmperf.device]
@@ -52,9 +60,7 @@ def _check_slo(llmperf, result) -> None:
       cpu={**CPU_SERVER, "load": "concurrency", "concurrency": 4, "num_requests": 16,
            "input_len": 64, "output_len": 16, "slo": SLO["cpu"]})
 def test_latency_slos_at_fixed_concurrency(llmperf):
-    result = llmperf.run()
-    _percentiles(llmperf, result)
-    _check_slo(llmperf, result)
+    _run_within_slo(llmperf)
 
 
 @perf(**SERVER, load="rate", rate=8.0, num_requests=120, input_len=256, output_len=256,
@@ -62,14 +68,11 @@ def test_latency_slos_at_fixed_concurrency(llmperf):
       cpu={**CPU_SERVER, "load": "rate", "rate": 2.0, "num_requests": 12, "input_len": 64,
            "output_len": 16, "slo": SLO["cpu"]})
 def test_goodput_at_a_poisson_rate(llmperf):
-    result = llmperf.run()
-    _percentiles(llmperf, result)
-    _check_slo(llmperf, result)
+    result = _run_within_slo(llmperf)
     # The server keeps up with the offered rate: the run lasts about as long as the
     # arrivals (num_requests / rate), plus the last request's own latency.
-    workload = llmperf.workload
+    arrivals_s = llmperf.workload.num_requests / llmperf.workload.rate
     for trial in result.trials:
-        arrivals_s = workload.num_requests / workload.rate
         assert trial.elapsed_s <= 2.0 * arrivals_s + result.e2e.max / 1000.0, (
             f"{trial.elapsed_s:.1f} s for {arrivals_s:.1f} s of arrivals: the server falls behind")
 
@@ -103,9 +106,7 @@ def test_prefix_caching_pays_on_shared_prefixes(llmperf):
            "api": "chat", "turns": 3, "num_requests": 6, "input_len": 64, "output_len": 8,
            "think_time_s": 0.2, "slo": SLO["cpu"]})
 def test_multiturn_chats_reuse_their_history(llmperf):
-    result = llmperf.run()
-    _percentiles(llmperf, result)
-    _check_slo(llmperf, result)
+    result = _run_within_slo(llmperf)
     workload = llmperf.workload
     for trial in result.trials:
         # Turn k resends the whole conversation: far more prompt than one message per turn.
