@@ -48,9 +48,10 @@ def num_prompts(concurrency: int, per_client: int, minimum: int) -> int:
 
 
 def plugin_run(handle: ServerHandle, c: int, n: int, input_len: int, output_len: int,
-               seed: int) -> dict[str, Any]:
+               seed: int, prompt_format: str = "text") -> dict[str, Any]:
     wl = Workload(backend="server", concurrency=c, num_requests=n, input_len=input_len,
-                  output_len=output_len, trials=1, warmup=0, seed=seed)
+                  output_len=output_len, trials=1, warmup=0, seed=seed,
+                  prompt_format=prompt_format)
     (trial,) = handle.run(wl).trials
     return {"ttft_p50_ms": trial.ttft_ms.p50, "tpot_p50_ms": trial.tpot_ms.p50,
             "output_tok_s": trial.output_tok_s, "completed": trial.num_requests,
@@ -128,6 +129,10 @@ def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "spread_bench": (max(per["bench"]) - min(per["bench"])) / med["bench"],
                 "runs_plugin": per["plugin"], "runs_bench": per["bench"],
             }
+            ids = [r[metric] for r in runs if r["concurrency"] == c and r["tool"] == "plugin-ids"]
+            if ids:  # --also-ids: the plugin with token-id prompts (no server-side tokenizing)
+                row[metric].update(plugin_ids=statistics.median(ids), runs_plugin_ids=ids,
+                                   rel_diff_ids=statistics.median(ids) / med["bench"] - 1.0)
         rows.append(row)
     return rows
 
@@ -139,7 +144,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         for metric in METRICS:
             m = row[metric]
             lines.append(f"| {row['concurrency']} | {metric} | {m['plugin']:.2f} | {m['bench']:.2f} | "
-                         f"{m['rel_diff']:+.1%} | {m['spread_plugin']:.1%} | {m['spread_bench']:.1%} |")
+                         f"{m['rel_diff']:+.1%} | {m['spread_plugin']:.1%} | {m['spread_bench']:.1%} |"
+                         + (f" ids: {m['plugin_ids']:.2f} ({m['rel_diff_ids']:+.1%})"
+                            if "plugin_ids" in m else ""))
     return "\n".join(lines)
 
 
@@ -158,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-prompts", type=int, default=8, help="default: 8")
     p.add_argument("--endpoint", default=None, help="use this running server instead of starting one")
     p.add_argument("--log-dir", default=None, help="server log directory (default: a temp dir)")
+    p.add_argument("--prompt-format", default="text", choices=["text", "ids"],
+                   help="what the plugin's completions carry (default: text, as vllm bench "
+                        "serve's random dataset sends; ids skips the server's tokenizer)")
+    p.add_argument("--also-ids", action="store_true",
+                   help="also run the plugin with token-id prompts, interleaved as a third "
+                        "client (shows what the server's tokenizer adds to TTFT)")
     p.add_argument("--out", default=None, help="write the runs and the summary as JSON here")
     args = p.parse_args(argv)
 
@@ -181,17 +194,22 @@ def main(argv: list[str] | None = None) -> int:
             bench_run(handle, tokenizer, 1, 1, args.input_len, args.output_len, 999_998, result_dir)
             for c in args.concurrency:
                 n = num_prompts(c, args.per_client, args.min_prompts)
+                tools = ["plugin", "bench"] + (["plugin-ids"] if args.also_ids else [])
                 for r in range(args.runs):
-                    order = ("plugin", "bench") if r % 2 == 0 else ("bench", "plugin")
-                    for tool in order:
+                    k = r % len(tools)  # rotate which client goes first
+                    for tool in tools[k:] + tools[:k]:
                         seed = 1000 * c + r
                         if tool == "plugin":
-                            res = plugin_run(handle, c, n, args.input_len, args.output_len, seed)
+                            res = plugin_run(handle, c, n, args.input_len, args.output_len, seed,
+                                             args.prompt_format)
+                        elif tool == "plugin-ids":
+                            res = plugin_run(handle, c, n, args.input_len, args.output_len, seed,
+                                             "ids")
                         else:
                             res = bench_run(handle, tokenizer, c, n, args.input_len,
                                             args.output_len, seed, result_dir)
                         runs.append({"tool": tool, "concurrency": c, "run": r, "prompts": n, **res})
-                        print(f"c={c} run {r} {tool:6s} TTFT p50 {res['ttft_p50_ms']:8.2f} ms  "
+                        print(f"c={c} run {r} {tool:10s} TTFT p50 {res['ttft_p50_ms']:8.2f} ms  "
                               f"TPOT p50 {res['tpot_p50_ms']:7.3f} ms  {res['output_tok_s']:9.1f} tok/s"
                               + (f"  bursty {res['bursty']}" if res.get("bursty") else ""), flush=True)
     finally:

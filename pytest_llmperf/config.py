@@ -108,6 +108,7 @@ class Workload:
     length_dist: str = "fixed"  # fixed | uniform | normal (random dataset)
     length_spread: float = 0.0
     api: str = "completions"  # completions | chat
+    prompt_format: str = "ids"  # ids | text: what a completions prompt carries (random dataset)
     slo: dict[str, float] = field(default_factory=dict)
     max_error_rate: float = 0.0
     sweep: dict[str, list[float]] = field(default_factory=dict)  # {"concurrency": [1, 4, 8]}

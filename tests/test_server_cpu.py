@@ -86,6 +86,14 @@ def test_concurrency_load_is_consistent(server: ServerHandle) -> None:
     assert trial.server_metrics["prefix_cache_hits"] == 0  # random prompts share nothing
 
 
+def test_text_prompts_tokenize_back_to_their_lengths(server: ServerHandle) -> None:
+    # prompt_format="text": the server tokenizes the words, as for vllm bench serve's prompts.
+    wl = served(concurrency=2, num_requests=4, prompt_format="text")
+    (trial,) = server.run(wl).trials
+    _consistent(trial, wl)  # input tokens (usage) == 4 x input_len: no BOS, no split words
+    assert trial.server_metrics["prompt_tokens"] == trial.input_tokens
+
+
 def test_synchronous_chat_load(server: ServerHandle) -> None:
     wl = served(load="synchronous", api="chat", num_requests=4, slo={"ttft_ms": 60_000})
     (trial,) = server.run(wl).trials

@@ -375,6 +375,10 @@ def test_replay_trace_errors_name_the_line(tmp_path) -> None:
     ({"dataset": "sharegpt", "dataset_path": "/nope.json"}, "no such file"),
     ({"dataset": "multiturn", "api": "completions"}, "chat"),
     ({"turns": 3}, "needs dataset='multiturn'"),
+    ({"prompt_format": "tokens"}, "prompt_format='tokens': must be one of 'ids', 'text'"),
+    ({"prompt_format": "text", "api": "chat"}, "applies to dataset='random' with api='completions'"),
+    ({"prompt_format": "text", "dataset": "shared_prefix", "prefix_len": 8},
+     "applies to dataset='random'"),
 ])
 def test_invalid_sweep_replay_dataset_keys(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -391,6 +395,22 @@ def test_shared_prefix_prompts_share_their_groups_prefix() -> None:
     assert all(len(p) == 24 for p in prompts)
     assert prompts[0][:16] == prompts[2][:16] == prompts[4][:16] != prompts[1][:16]
     assert prompts[0][16:] != prompts[2][16:]
+
+
+def test_text_prompts_are_the_words_of_the_same_ids() -> None:
+    """prompt_format='text' sends what vllm bench serve's random dataset sends (text the
+    server tokenizes), the same token ids as the default id prompts."""
+    from pytest_llmperf.config import Workload
+    from pytest_llmperf.datasets import make_jobs
+    from pytest_llmperf.tokenizer import ids_of
+
+    ids = [j.request.prompt for j in make_jobs(Workload(backend="server", input_len=24), 4, 4096, "k")]  # type: ignore[attr-defined]
+    wl = Workload(backend="server", input_len=24, prompt_format="text")
+    texts = [j.request.prompt for j in make_jobs(wl, 4, 4096, "k")]  # type: ignore[attr-defined]
+    assert all(isinstance(t, str) for t in texts)
+    assert [ids_of(t) for t in texts] == ids
+    with pytest.raises(ConfigError, match="needs backend='server'"):
+        parse_perf_kwargs({"model": "tiny-llama-2l", "prompt_format": "text"})
 
 
 def test_sharegpt_file(tmp_path) -> None:

@@ -2,8 +2,11 @@
 
 Token ids are drawn above 100 (cards keep special tokens low) and are distinct per
 request and per round, so the prefix cache never turns a run into a cache-hit benchmark.
-Completions get the ids themselves (exact prompt lengths with any tokenizer); chat
-requests get the synthetic tokenizer's text for them (``t<i>`` words).
+Completions get the ids themselves (exact prompt lengths with any tokenizer), or with
+``prompt_format="text"`` the synthetic tokenizer's text for them (``t<i>`` words, which
+the server tokenizes back into the same ids, as it does the text prompts of
+``vllm bench serve``'s random dataset: tokenizing is then part of TTFT); chat requests
+always get that text.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ def random_requests(workload: Any, n: int, vocab_size: int, round_key: str) -> l
         if workload.api == "chat":
             out.append(ServeRequest(output_len=o, input_len=i,
                                     messages=[{"role": "user", "content": text_of(ids)}]))
+        elif workload.prompt_format == "text":
+            out.append(ServeRequest(output_len=o, input_len=i, prompt=text_of(ids)))
         else:
             out.append(ServeRequest(output_len=o, input_len=i, prompt=ids))
     return out

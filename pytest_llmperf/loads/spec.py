@@ -16,11 +16,12 @@ LOADS = ("synchronous", "concurrency", "rate", "sweep", "replay")
 DATASETS = ("random", "sharegpt", "shared_prefix", "multiturn")
 LENGTH_DISTS = ("fixed", "uniform", "normal")
 APIS = ("completions", "chat")
+PROMPT_FORMATS = ("ids", "text")
 SLO_KEYS = ("ttft_ms", "tpot_ms", "e2el_ms")
 
 # Keys that only mean something on the served path.
 SERVER_ONLY = ("load", "concurrency", "rate", "burstiness", "num_requests", "dataset",
-               "length_dist", "length_spread", "api", "slo", "max_error_rate", "sweep", "trace",
+               "length_dist", "length_spread", "api", "prompt_format", "slo", "max_error_rate", "sweep", "trace",
                "dataset_path", "prefix_len", "num_prefixes", "turns", "think_time_s")
 # Load keys and the shapes that take them.
 _LOAD_KEYS: dict[str, tuple[str, ...]] = {
@@ -162,6 +163,12 @@ def check_serving(workload: Any, given: set[str]) -> None:
         raise _error("length_spread needs length_dist='uniform' or 'normal'")
     if workload.api not in APIS:
         raise _error(f"api={workload.api!r}: must be one of {', '.join(map(repr, APIS))}")
+    if workload.prompt_format not in PROMPT_FORMATS:
+        raise _error(f"prompt_format={workload.prompt_format!r}: must be one of "
+                     f"{', '.join(map(repr, PROMPT_FORMATS))}")
+    if workload.prompt_format == "text" and (workload.dataset != "random" or workload.api != "completions"):
+        raise _error("prompt_format='text' applies to dataset='random' with api='completions' "
+                     "(chat messages are always text)")
     for key, value in workload.slo.items():
         if key not in SLO_KEYS:
             from ..config import suggest

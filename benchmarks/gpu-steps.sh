@@ -1,0 +1,68 @@
+#!/bin/bash
+# Named GPU measurement steps run back to back inside one device call's deadline.
+#
+#   source .gpu-stage/remote-env && bash benchmarks/gpu-steps.sh [--deadline S] STEP...
+#
+# Each step gets the time left before the deadline (default 570 s after the start), is
+# skipped when less than its minimum is left, and writes its output under $OUT. Baselines
+# are recorded outside the checkout (/tmp/llmperf-bl, seeded from baselines/) because the
+# next device call replaces the checkout; after every step that folder is copied to
+# $OUT/bl, so a step cut off by the deadline still returns the rows it finished (baseline
+# files are written one test at a time).
+set -u
+OUT=${OUT:-/tmp/llmperf-out}
+BL=/tmp/llmperf-bl
+DEADLINE=570
+if [ "${1:-}" = "--deadline" ]; then DEADLINE=$2; shift 2; fi
+T0=$(date +%s)
+mkdir -p "$OUT" "$BL"
+cp -r --update=none baselines/. "$BL"/
+P="python3 -m pytest -p pytest_llmperf -p no:cacheprovider --gpu --llmperf-baselines=$BL -rA --durations=0"
+REC="--llmperf-update-baselines"
+nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv > "$OUT/env.txt" 2>&1
+
+step() {  # name minimum-seconds command...
+  local name=$1 min=$2; shift 2
+  local left=$(( DEADLINE - ($(date +%s) - T0) ))
+  if [ "$left" -lt "$min" ]; then
+    echo "$name: skipped, ${left}s left < ${min}s" | tee -a "$OUT/steps.txt"; return
+  fi
+  local t=$(date +%s)
+  timeout -s INT -k 20 $(( left - 5 )) "$@" > "$OUT/$name.txt" 2>&1
+  local rc=$?
+  echo "$name: rc=$rc in $(( $(date +%s) - t ))s" | tee -a "$OUT/steps.txt"
+  tar -C "$BL" -cf "$OUT/bl.tar" .
+}
+
+for s in "$@"; do
+  left=$(( DEADLINE - ($(date +%s) - T0) ))
+  case $s in
+  agree-c1)  # issue 12: TTFT at c1 against vllm bench serve, more runs than last time
+    step $s 300 python3 benchmarks/serve_agreement.py --gpu --model llama-3.1-8b \
+      --max-model-len 1024 --max-num-seqs 64 --input-len 256 --output-len 256 \
+      --concurrency 1 --runs 7 --out "$OUT/agree-c1.json" ;;
+  serving)     step $s 240 $P suites/test_serving.py $REC --llmperf-json="$OUT/serving.json" ;;
+  serving-gate) step $s 240 $P suites/test_serving.py --llmperf-json="$OUT/serving-gate.json" \
+                  --llmperf-markdown="$OUT/serving-gate.md" ;;
+  thr)         step $s 240 $P suites/test_throughput.py -k "len1024 or len1536" $REC \
+                  --llmperf-baseline-starts=3 --llmperf-json="$OUT/thr.json" ;;
+  thr1536)     step $s 200 $P suites/test_throughput.py -k len1536 $REC \
+                  --llmperf-baseline-starts=3 --llmperf-json="$OUT/thr1536.json" ;;
+  curve)       step $s 240 $P suites/test_batch_curve.py $REC --llmperf-baseline-starts=2 \
+                  --llmperf-json="$OUT/curve.json" ;;
+  sched)       step $s 240 $P suites/test_scheduler.py $REC --llmperf-baseline-starts=2 \
+                  --llmperf-json="$OUT/sched.json" ;;
+  spec)        step $s 240 $P suites/test_speculative.py $REC --llmperf-baseline-starts=2 \
+                  --llmperf-json="$OUT/spec.json" ;;
+  quant)       step $s 240 $P suites/test_quantization.py $REC --llmperf-baseline-starts=2 \
+                  --llmperf-json="$OUT/quant.json" ;;
+  gate)        step $s 300 $P suites/ --llmperf-json="$OUT/gate.json" --llmperf-markdown="$OUT/gate.md" ;;
+  gv2)         # issue 13: tile-aligned cards; the budget is what is left of this call
+    n=$(ls "$OUT"/gv2-*.json 2>/dev/null | wc -l)
+    step $s 200 python3 benchmarks/gate_v2_proof.py --budget-s $(( left - 25 )) --granule 256 \
+      --out "$OUT/gv2-$n.json" ;;
+  *) echo "unknown step $s" >&2; exit 2 ;;
+  esac
+done
+cat "$OUT/steps.txt"
+tail -n 15 "$OUT"/*.txt | cut -c1-300
