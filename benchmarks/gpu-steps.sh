@@ -38,9 +38,9 @@ for s in "$@"; do
   left=$(( DEADLINE - ($(date +%s) - T0) ))
   case $s in
   agree-c1)  # issue 12: TTFT at c1 against vllm bench serve, more runs than last time
-    step $s 300 python3 benchmarks/serve_agreement.py --gpu --model llama-3.1-8b \
+    step $s 420 python3 benchmarks/serve_agreement.py --gpu --model llama-3.1-8b \
       --max-model-len 1024 --max-num-seqs 64 --input-len 256 --output-len 256 \
-      --concurrency 1 --runs 7 --out "$OUT/agree-c1.json" ;;
+      --concurrency 1 --runs 7 --also-ids --out "$OUT/agree-c1.json" ;;
   serving)     step $s 240 $P suites/test_serving.py $REC --llmperf-json="$OUT/serving.json" ;;
   serving-gate) step $s 240 $P suites/test_serving.py --llmperf-json="$OUT/serving-gate.json" \
                   --llmperf-markdown="$OUT/serving-gate.md" ;;
