@@ -893,6 +893,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     session = item.config.stash[_SESSION]
     try:
         outcome = yield
+    except (KeyboardInterrupt, SystemExit):
+        raise  # cut off, not failed: a half-measured test gets no verdict
     except BaseException:
         _record(item, session, plan, failed_test=True)
         raise

@@ -183,6 +183,20 @@ def test_floor_not_applied_to_cpu_stand_in(pytester: pytest.Pytester, fake: fake
     result.stdout.fnmatch_lines(["*limits not applied: the CPU run measured tiny-llama-2l, a stand-in for llama-3.1-8b*"])
 
 
+def test_an_interrupted_test_is_not_reported_as_failed(pytester: pytest.Pytester,
+                                                      fake: fake_engine.FakeEngines) -> None:
+    # Ctrl-C (or a CI step's timeout sending SIGINT) during a perf test: the run stops, the
+    # finished test keeps its row, the cut-off one is not called "FAIL (test)".
+    _suite(pytester, f"@perf({TINY})\ndef test_a(llmperf):\n    llmperf.run()\n\n"
+                     f"@perf({TINY}, batch=2)\ndef test_b(llmperf):\n    llmperf.run()\n"
+                     "    raise KeyboardInterrupt\n")
+    result = pytester.runpytest(no_reraise_ctrlc=True)
+    assert result.ret == pytest.ExitCode.INTERRUPTED
+    out = result.stdout.str()
+    assert "test_suite.py::test_a" in out and "no baseline" in out
+    assert "FAIL (test)" not in out and "test_suite.py::test_b " not in out
+
+
 def test_update_then_compare_then_detect_regression(pytester: pytest.Pytester, fake: fake_engine.FakeEngines) -> None:
     _suite(pytester, f"@perf({TINY}, trials=5)\ndef test_a(llmperf):\n    llmperf.run()\n")
     # Without the flag nothing is written and the missing baseline is a warning.
