@@ -227,6 +227,41 @@ def test_update_then_compare_then_detect_regression(pytester: pytest.Pytester, f
     looser.assert_outcomes(passed=1)
 
 
+def test_a_one_start_regression_is_rechecked_on_a_fresh_start(pytester: pytest.Pytester,
+                                                              fake: fake_engine.FakeEngines) -> None:
+    _suite(pytester, f"@perf({TINY}, trials=5)\ndef test_a(llmperf):\n    llmperf.run()\n")
+    pytester.runpytest("--llmperf-update-baselines").assert_outcomes(passed=1)
+    runs: list[int] = []
+
+    def first_start_disturbed(config: object) -> float:
+        runs.append(1)
+        return 0.6 if len(runs) == 1 else 1.0  # a neighbour took the CPU during start 1
+
+    fake.speed = first_start_disturbed
+    started = len(fake.started)
+    passed = pytester.runpytest()
+    passed.assert_outcomes(passed=1)
+    assert len(fake.started) == started + 2  # the judged start and one fresh start
+    passed.stdout.fnmatch_lines(["*set aside a disturbed engine start: its regression "
+                                 "(output_tok_s -40.0%, total_tok_s -40.0% and 8 more) did not reproduce on a fresh start*"])
+    table_row = next(line for line in passed.stdout.lines if line.startswith("test_suite.py::test_a  "))
+    assert "1,000.0" in table_row and "600.0" not in table_row  # the fresh start's figures
+
+    # A real slowdown reproduces on the fresh start and fails, decided over both starts.
+    fake.speed = None
+    slower = pytester.runpytest("--llmperf-slowdown=0.1")
+    slower.assert_outcomes(failed=1)
+    slower.stdout.fnmatch_lines(["*output_tok_s*-10.0%*REGRESSION*",
+                                 "*regression reproduced on a fresh engine start (first start: "
+                                 "output_tok_s -10.0%*"])
+    # --llmperf-confirm=0: no fresh starts, the disturbed start fails the test at once.
+    runs.clear()
+    fake.speed = first_start_disturbed
+    started = len(fake.started)
+    pytester.runpytest("--llmperf-confirm=0").assert_outcomes(failed=1)
+    assert len(fake.started) == started + 1
+
+
 def test_improvement_is_reported_with_hint(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = fake_engine.install(monkeypatch)
     _suite(pytester, f"@perf({TINY})\ndef test_a(llmperf):\n    llmperf.run()\n")
