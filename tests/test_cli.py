@@ -60,7 +60,7 @@ def test_merge_cli_writes_the_single_run_report(tmp_path: Path,
     rc = main(["merge", str(a), str(b), "--json", str(out_json), "--markdown", str(out_md),
                "--check"])
     assert rc == 1  # one test regressed
-    assert "1 regressed, 1 no baseline, 3 passed" in capsys.readouterr().out
+    assert "1 regressed, 1 without a baseline, 3 passed" in capsys.readouterr().out
     data = json.loads(out_json.read_text())
     validate_report(data)
     assert data == _report(verdicts).to_json()

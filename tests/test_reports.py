@@ -131,7 +131,7 @@ def test_unmeasured_figures_are_null_not_nan(tmp_path: Path) -> None:
 def test_markdown_puts_regressions_first_and_folds_details() -> None:
     text = render_markdown(_report())
     lines = text.splitlines()
-    assert lines[1] == "## ❌ pytest-llmperf: 1 regressed, 1 no baseline, 3 passed"
+    assert lines[1] == "## ❌ pytest-llmperf: 1 regressed, 1 without a baseline, 3 passed"
     rows = [ln for ln in lines if ln.startswith("| ") and "`suites" in ln]
     assert len(rows) == 5
     assert "test_batch[24]" in rows[0] and "FAIL (regression)" in rows[0]

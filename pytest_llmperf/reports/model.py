@@ -41,8 +41,8 @@ FAILING = frozenset({"regression", "limits", "failed", "error"})
 # How a count of each reads in a headline: "1 regressed, 6 passed".
 COUNT_WORDS: dict[str, str] = {
     "regression": "regressed", "limits": "missed limits", "failed": "failed",
-    "error": "errored", "inconclusive": "inconclusive", "stale": "stale baseline",
-    "missing": "no baseline", "improved": "improved", "updated": "baseline updated",
+    "error": "errored", "inconclusive": "inconclusive", "stale": "with a stale baseline",
+    "missing": "without a baseline", "improved": "improved", "updated": "recorded",
     "unchanged": "unchanged", "pass": "passed",
 }
 
