@@ -93,6 +93,12 @@ def test_long(llmperf, llm_engine):
 '''
 
 
+def _default_sigint() -> None:
+    # A run started from a background job inherits SIGINT ignored, and Python then never
+    # turns it into KeyboardInterrupt: the child must see Ctrl-C as a terminal would.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Run:
     """A pytest run in a subprocess, in a project written under ``tmp_path``."""
 
@@ -115,7 +121,7 @@ class Run:
                  "--llmperf-json=report.json", f"--llmperf-log-dir={tmp_path / 'logs'}",
                  f"--basetemp={tmp_path / 'basetemp'}", *args],
                 cwd=self.project, env=env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True, preexec_fn=_default_sigint,
             )
         self.seen: set[int] = set()
 
