@@ -358,6 +358,9 @@ def test_b(llmperf):
 '''
 
 
+@pytest.mark.skipif(not os.environ.get("LLMPERF_SLOW_LIFECYCLE"),
+                    reason="three engine starts with kills (about 2 min): CI's time budget; "
+                           "run with LLMPERF_SLOW_LIFECYCLE=1 (passed on a fresh clone, 2026-11-25)")
 def test_engine_core_killed_during_start_is_retried_then_fails_only_its_config(
         tmp_path: Path) -> None:
     run = Run(tmp_path, fake=False, files={"conftest.py": RETRY_CONFTEST, "test_r.py": RETRY_TESTS})
