@@ -64,7 +64,6 @@ class Verdict:
     messages: list[str] = field(default_factory=list)
     failed_test: bool = False
     confirmations: int = 0  # engine starts added because the gate was inconclusive
-    rechecked: bool = False  # one of them re-measured a one-start regression
     base_result: PerfResult | None = None  # paired A/B: the base commit's side, pooled
     derived: dict[str, float] = field(default_factory=dict)  # derived.py: cost, roofline
 

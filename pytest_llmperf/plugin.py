@@ -1054,8 +1054,7 @@ def _gate_against_store(item: pytest.Item, session: LLMPerfSession, plan: Plan, 
         def another() -> None:
             starts.extend(_more_starts(session, result, 1))
 
-        comparison, added = settle(decide, another, confirm)
-        verdict.confirmations += added
+        comparison, verdict.confirmations = settle(decide, another, confirm)
     verdict.baseline_status, verdict.comparison = status, comparison
     verdict.messages.extend(messages)
     if comparison is not None:
@@ -1076,8 +1075,6 @@ def _recheck_regression(session: LLMPerfSession, verdict: Any, result: Any, star
     start is set aside as disturbed (a shared runner's neighbour, a slow start) and the
     fresh start is judged alone: one bad start never fails a build by itself."""
     fresh = _more_starts(session, result, 1)
-    verdict.confirmations += 1
-    verdict.rechecked = True
     rows = [f"{r.metric} {r.change:+.1%}" for r in first.regressions]
     worse = ", ".join(rows[:2]) + (f" and {len(rows) - 2} more" if len(rows) > 2 else "")
     kept = list(starts)
@@ -1154,11 +1151,10 @@ def _gate_paired(item: pytest.Item, session: LLMPerfSession, plan: Plan, verdict
 def _report_inconclusive(item: pytest.Item, session: LLMPerfSession, verdict: Any) -> None:
     """An inconclusive gate passes with a warning (fails with --llmperf-strict)."""
     if not verdict.inconclusive:
-        settled = verdict.confirmations - int(verdict.rechecked)
-        if settled:
+        if verdict.confirmations:
             unit = "pair" if verdict.baseline_status == "paired" else "engine start"
             verdict.messages.append(f"the gate was inconclusive, then decided after "
-                                    f"{settled} confirmation {unit}(s)")
+                                    f"{verdict.confirmations} confirmation {unit}(s)")
         return
     cmp = verdict.comparison
     names = ", ".join(r.metric for r in cmp.inconclusive)
