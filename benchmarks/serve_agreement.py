@@ -199,12 +199,10 @@ def main(argv: list[str] | None = None) -> int:
                     k = r % len(tools)  # rotate which client goes first
                     for tool in tools[k:] + tools[:k]:
                         seed = 1000 * c + r
-                        if tool == "plugin":
+                        if tool != "bench":  # "plugin-ids": the plugin sending token ids
+                            fmt = "ids" if tool == "plugin-ids" else args.prompt_format
                             res = plugin_run(handle, c, n, args.input_len, args.output_len, seed,
-                                             args.prompt_format)
-                        elif tool == "plugin-ids":
-                            res = plugin_run(handle, c, n, args.input_len, args.output_len, seed,
-                                             "ids")
+                                             fmt)
                         else:
                             res = bench_run(handle, tokenizer, c, n, args.input_len,
                                             args.output_len, seed, result_dir)
