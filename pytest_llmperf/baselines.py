@@ -157,6 +157,13 @@ class MetricRecord:
         return cls(values=vals, median=stats.median(vals), mad=stats.mad(vals),
                    start_medians=medians or None)
 
+    def scaled(self, factor: float) -> MetricRecord:
+        """Every value times ``factor`` (a baseline brought to another runner's speed)."""
+        return MetricRecord(values=tuple(v * factor for v in self.values),
+                            median=self.median * factor, mad=self.mad * factor,
+                            start_medians=(tuple(v * factor for v in self.start_medians)
+                                           if self.start_medians else None))
+
     def per_start(self) -> tuple[float, ...]:
         """Per-start medians; a version 1 record is one start (the median of its values)."""
         return self.start_medians or (self.median,)
@@ -209,6 +216,8 @@ class BaselineEntry:
     recorded_at: str
     git_commit: str | None
     vllm_version: str | None
+    # hostspeed.HostSpeed.to_json() of the recording session, when it was probed
+    host_speed: dict[str, Any] | None = None
 
     @classmethod
     def from_result(
@@ -230,6 +239,7 @@ class BaselineEntry:
         fingerprint: Fingerprint,
         git_commit: str | None,
         recorded_at: str | None = None,
+        host_speed: dict[str, Any] | None = None,
     ) -> BaselineEntry:
         """Record the results of one workload in one or more engine starts: their trials
         pooled, and each start's median kept (the runner's between-start noise).
@@ -259,6 +269,7 @@ class BaselineEntry:
             recorded_at=recorded_at,
             git_commit=git_commit,
             vllm_version=result.vllm_version or fingerprint.vllm_version,
+            host_speed=host_speed,
         )
 
     def metric_values(self) -> dict[str, list[float]]:
@@ -312,6 +323,8 @@ class BaselineEntry:
             "recorded_at": self.recorded_at,
             "git_commit": self.git_commit,
             "vllm_version": self.vllm_version,
+            # only when probed, so that entries without it stay valid version 1 entries
+            **({"host_speed": self.host_speed} if self.host_speed is not None else {}),
         }
 
     @classmethod
@@ -325,6 +338,7 @@ class BaselineEntry:
             recorded_at=data["recorded_at"],
             git_commit=data.get("git_commit"),
             vllm_version=data.get("vllm_version"),
+            host_speed=data.get("host_speed"),
         )
 
 

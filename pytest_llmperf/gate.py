@@ -6,12 +6,15 @@ into a pytest failure and a script can print it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .baselines import BaselineEntry
 from .config import Limits
+from .hostspeed import HostSpeed, SpeedAdjustment, adjustment
+from .metrics import METRICS, speed_exponent
 from .noise import estimate_all
 from .regression import Comparison
 from .results import PerfResult
@@ -117,6 +120,7 @@ def compare_entry(
     *,
     compare: Callable[..., Any] | None = None,
     file_entries: Iterable[BaselineEntry] = (),
+    host_speed: HostSpeed | None = None,
 ) -> tuple[str, Comparison | None, list[str]]:
     """(status, comparison, messages) for a result against its stored entry.
 
@@ -125,6 +129,11 @@ def compare_entry(
     against the entry's per-start medians, with the runner's noise learned from them
     and from ``file_entries`` (the other tests of the baseline file), unless the
     ``compare`` hook returns a Comparison of its own (it sees pooled trials).
+
+    ``host_speed``: this session's runner-speed probe (CPU runs). When the entry has
+    one too and the two differ beyond the probe's dead band, the entry's rates and
+    times are first scaled to this runner (``hostspeed.adjustment``); too far apart,
+    the entry counts as stale.
     """
     starts = [result] if isinstance(result, PerfResult) else list(result)
     first = starts[0]
@@ -136,6 +145,14 @@ def compare_entry(
             "baseline is stale (measured with another config): " + "; ".join(stale)
             + " - re-record it with --llmperf-update-baselines"
         ]
+    messages = []
+    scaled = _speed_scaled(entry, host_speed) if first.device == "cpu" else None
+    if scaled is not None:
+        adj, entry = scaled
+        if not adj.comparable:
+            return "stale", None, [adj.message]
+        if adj.message:
+            messages.append(adj.message)
     per_start = [_gated_values(r) for r in starts]
     comparison = None
     if compare is not None:
@@ -148,10 +165,29 @@ def compare_entry(
     if comparison is None:
         comparison = compare_to_starts(per_start, entry.start_medians(), tolerances=tolerances,
                                        noise=runner_noise(entry, file_entries))
-    messages = []
     if entry.vllm_version and first.vllm_version and entry.vllm_version != first.vllm_version:
         messages.append(f"baseline vLLM {entry.vllm_version}, now {first.vllm_version}")
     return "compared", comparison, messages
+
+
+def _speed_scaled(entry: BaselineEntry, now: HostSpeed | None
+                  ) -> tuple[SpeedAdjustment, BaselineEntry] | None:
+    """The entry as this runner would have measured it (rates times the speed ratio,
+    times divided by it), with the adjustment; None when there is nothing to adjust by."""
+    recorded = None
+    if entry.host_speed is not None:
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            recorded = HostSpeed.from_json(entry.host_speed)
+    adj = adjustment(now, recorded)
+    if adj is None:
+        return None
+    if adj.factor == 1.0:
+        return adj, entry
+    metrics = {}
+    for name, rec in entry.metrics.items():
+        k = adj.factor ** speed_exponent(name) if name in METRICS else 1.0
+        metrics[name] = rec.scaled(k) if k != 1.0 else rec
+    return adj, replace(entry, metrics=metrics)
 
 
 def settle(

@@ -148,6 +148,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--llmperf-ab-python", metavar="PATH", default=None,
                     help="with --llmperf-ab, run the base side's engines with this Python "
                          "interpreter, e.g. a virtualenv with the previous vLLM (default: this one)")
+    group.addoption("--llmperf-no-speed-probe", action="store_true", default=False,
+                    help="on vLLM's CPU build, do not time the reference workload that scales "
+                         "baselines recorded on a faster or slower runner (default: probe once "
+                         "per session, before the first engine starts)")
     group.addoption("--llmperf-dump-plans", metavar="PATH", default=None, help=argparse.SUPPRESS)
     group.addoption("--llmperf-gpu-cost-per-hour", metavar="USD", type=float, default=None,
                     help="price of one GPU-hour: report the cost per million output tokens and "
@@ -207,6 +211,11 @@ class LLMPerfSession:
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise pytest.UsageError(f"--llmperf-endpoint={endpoint}: expected a server URL such "
                                         "as http://127.0.0.1:8000")
+        # The runner-speed probe (hostspeed.py), on the CPU build only: a GPU runner's
+        # speed is its GPU's, which a host-side probe cannot see.
+        self.probe_speed = (self.device == "cpu" and endpoint is None
+                            and not config.option.llmperf_no_speed_probe)
+        self.host_speed: Any = None
         self.verdicts: list[Any] = []
         self.baseline_dirs: list[str] = []  # every baseline directory used, for the summary
         self.machines: dict[str, dict[str, Any]] = {}  # hardware key -> fingerprint JSON
@@ -223,6 +232,7 @@ class LLMPerfSession:
         if self._engines is None:
             from .backends.pool import BackendPool
 
+            self._probe_host_speed()
             opts = self.options
             log_dir = str(opts.log_dir) if opts.log_dir is not None else None
             if log_dir is None:
@@ -235,6 +245,21 @@ class LLMPerfSession:
                 endpoint=self.config.option.llmperf_endpoint,
             )
         return self._engines
+
+    def _probe_host_speed(self) -> None:
+        """Time the reference workload once, while no engine of this run is alive."""
+        if not self.probe_speed or self.host_speed is not None:
+            return
+        from .hostspeed import measure_host_speed
+
+        self.host_speed = measure_host_speed()
+        show = _terminal_progress(self.config)
+        if show is not None:
+            from .progress import ProgressEvent
+
+            parts = ", ".join(f"{k} {v:.3g}/s" for k, v in self.host_speed.parts.items())
+            show(ProgressEvent("starting", f"runner speed probe: {self.host_speed.score:.4g} ({parts}; "
+                                        f"spread {self.host_speed.spread:.1%})"))
 
     @property
     def gpu_leases(self) -> Any:
@@ -980,8 +1005,9 @@ def _record_result(item: pytest.Item, session: LLMPerfSession, plan: Plan, resul
                 from .results import pool_starts
 
                 verdict.result = pool_starts(starts)
+            speed = session.host_speed.to_json() if session.host_speed is not None else None
             entry = BaselineEntry.from_starts(test_id, starts, session.fingerprint_for(plan),
-                                              _git_commit(item))
+                                              _git_commit(item), host_speed=speed)
             session.store_for(plan).update(suite, {test_id: entry})
             verdict.baseline_status = "updated"
         elif session.ab is None or not _gate_paired(item, session, plan, verdict, suite,
@@ -1040,11 +1066,12 @@ def _gate_against_store(item: pytest.Item, session: LLMPerfSession, plan: Plan, 
         return hook(config=item.config, item=item, **kw)
 
     status, comparison, messages = compare_entry(starts, stored, tolerances, compare=custom,
-                                                 file_entries=file_entries)
+                                                 file_entries=file_entries,
+                                                 host_speed=session.host_speed)
 
     def decide() -> Any:
         return compare_entry(starts, stored, tolerances, compare=custom,
-                             file_entries=file_entries)[1]
+                             file_entries=file_entries, host_speed=session.host_speed)[1]
 
     confirm = session.confirm
     if comparison is not None and comparison.state == "regression" and confirm:

@@ -289,7 +289,10 @@ def test_schema_fingerprint_matches_dataclass() -> None:
 
 def test_schema_entry_matches_to_json() -> None:
     props = load_schema()["$defs"]["entry"]["properties"]
-    assert set(props) == set(entry().to_json())
+    probed = dataclasses.replace(entry(), host_speed={"score": 1.0, "spread": 0.0, "parts": {},
+                                                      "version": 1})
+    assert set(props) == set(probed.to_json())
+    assert "host_speed" not in entry().to_json()  # unprobed entries stay valid version 1 entries
 
 
 # ------------------------------------------------------- per-start medians, schema v2
