@@ -252,14 +252,7 @@ class LLMPerfSession:
             return
         from .hostspeed import measure_host_speed
 
-        self.host_speed = measure_host_speed()
-        show = _terminal_progress(self.config)
-        if show is not None:
-            from .progress import ProgressEvent
-
-            parts = ", ".join(f"{k} {v:.3g}/s" for k, v in self.host_speed.parts.items())
-            show(ProgressEvent("starting", f"runner speed probe: {self.host_speed.score:.4g} ({parts}; "
-                                        f"spread {self.host_speed.spread:.1%})"))
+        self.host_speed = measure_host_speed()  # the summary's first line shows it
 
     @property
     def gpu_leases(self) -> Any:
@@ -1276,6 +1269,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     where = f"device: {session.device}"
     if session.baseline_dirs:
         where += f", baselines: {', '.join(session.baseline_dirs)}"
+    if session.host_speed is not None:
+        speed = session.host_speed
+        parts = ", ".join(f"{k} {v:.3g}/s" for k, v in speed.parts.items())
+        where += f", runner speed probe: {speed.score:.4g} ({parts})"
     tr.write_line(where)
     for line in summary_lines(report):
         tr.write_line(line)

@@ -36,7 +36,8 @@ except importlib.metadata.PackageNotFoundError:  # pragma: no cover - CI install
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 TINY = EngineConfig(model="tiny-llama-2l", max_model_len=256, max_num_seqs=4,
-                    gpu_memory_utilization=0.2, enforce_eager=True)
+                    gpu_memory_utilization=0.2, enforce_eager=True,
+                    extra={"kv_cache_memory_bytes": 256 * 2**20})
 
 CONFTEST = '''
 import os, sys, time
@@ -86,7 +87,8 @@ from pytest_llmperf import perf
 
 
 @perf(model="tiny-llama-2l", device="cpu", max_model_len=256, batch=4, input_len=32,
-      output_len=64, trials=400, warmup=0, gpu_memory_utilization=0.2, enforce_eager=True)
+      output_len=64, trials=400, warmup=0, gpu_memory_utilization=0.2, enforce_eager=True,
+      extra={"kv_cache_memory_bytes": 256 * 2**20})
 def test_long(llmperf, llm_engine):
     open(os.path.join(os.environ["LC_PHASES"], "trial"), "w").close()
     llmperf.run(trials=int(os.environ.get("LC_TRIALS", "400")))
@@ -224,14 +226,26 @@ def test_signal_outside_the_engine_phases(tmp_path: Path, phase: str, sig: signa
     _interrupt_and_check(run, sig)
 
 
-@pytest.mark.parametrize("sig", [*GENTLE, signal.SIGKILL], ids=lambda s: s.name)
+# Each real-engine case costs an engine start (25-50 s) and CI has a time budget: CI
+# sends SIGTERM and SIGKILL while an engine starts and SIGINT and SIGKILL during a trial,
+# so each signal's path (SIGINT: KeyboardInterrupt; SIGTERM: turned into one; SIGKILL:
+# the reaper) is taken in an engine phase. LLMPERF_ALL_SIGNALS=1 runs all six (all
+# passed in a full run of tests/ on 2026-11-25, 218 s together).
+_ALL_SIGNALS = bool(os.environ.get("LLMPERF_ALL_SIGNALS"))
+
+
+def _signals(*in_ci: signal.Signals) -> list[signal.Signals]:
+    return [*GENTLE, signal.SIGKILL] if _ALL_SIGNALS else list(in_ci)
+
+
+@pytest.mark.parametrize("sig", _signals(signal.SIGTERM, signal.SIGKILL), ids=lambda s: s.name)
 def test_signal_while_an_engine_starts(tmp_path: Path, sig: signal.Signals) -> None:
     run = Run(tmp_path, fake=False)
     run.wait_for("engine-core")  # the worker is up and vLLM's EngineCore is starting
     _interrupt_and_check(run, sig)
 
 
-@pytest.mark.parametrize("sig", [*GENTLE, signal.SIGKILL], ids=lambda s: s.name)
+@pytest.mark.parametrize("sig", _signals(signal.SIGINT, signal.SIGKILL), ids=lambda s: s.name)
 def test_signal_during_a_trial(tmp_path: Path, sig: signal.Signals) -> None:
     run = Run(tmp_path, fake=False)
     run.wait_for("trial")

@@ -24,7 +24,7 @@ def test_one_real_run_writes_every_format(pytester: pytest.Pytester) -> None:
         @pytest.mark.parametrize("batch", [2, 4])
         @perf(model="tiny-llama-2l", device="cpu", max_model_len=256, max_num_seqs=4,
               input_len=32, output_len=16, trials=2, gpu_memory_utilization=0.2,
-              enforce_eager=True)
+              enforce_eager=True, extra={"kv_cache_memory_bytes": 256 * 2**20})
         def test_tiny(llmperf, batch):
             assert llmperf.run(batch=batch).output_tok_s > 0
     """)

@@ -38,7 +38,8 @@ except importlib.metadata.PackageNotFoundError:  # pragma: no cover - CI install
 pytest_plugins = ["pytester"]
 
 TINY = EngineConfig(model="tiny-llama-2l", max_model_len=256, max_num_seqs=8,
-                    gpu_memory_utilization=0.2, enforce_eager=True)
+                    gpu_memory_utilization=0.2, enforce_eager=True,
+                    extra={"kv_cache_memory_bytes": 256 * 2**20})
 
 
 def served(**kw: object) -> Workload:

@@ -24,7 +24,8 @@ def test_layered_markers_and_rootdir_paths_on_a_real_engine(pytester: pytest.Pyt
 
         pytestmark = perf(model="tiny-llama-2l", device="cpu", max_model_len=128, batch=1,
                           input_len=16, output_len=8, trials=1, warmup=0,
-                          gpu_memory_utilization=0.2, enforce_eager=True)
+                          gpu_memory_utilization=0.2, enforce_eager=True,
+                          extra={"kv_cache_memory_bytes": 256 * 2**20})
 
         @perf(batch=2, max_num_seqs=2)
         def test_tiny(llmperf):

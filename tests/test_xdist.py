@@ -175,7 +175,8 @@ import psutil
 from pytest_llmperf import perf
 
 TINY = dict(model="tiny-llama-2l", device="cpu", max_model_len=128, batch=2, input_len=16,
-            output_len=4, trials=1, warmup=0, gpu_memory_utilization=0.1, enforce_eager=True)
+            output_len=4, trials=1, warmup=0, gpu_memory_utilization=0.1, enforce_eager=True,
+            extra={"kv_cache_memory_bytes": 256 * 2**20})
 
 def _log(name, llm_engine):
     # The engine process's title overwrites /proc/<pid>/environ: it reports its own.
