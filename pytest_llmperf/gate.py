@@ -68,6 +68,9 @@ class Verdict:
     failed_test: bool = False
     confirmations: int = 0  # engine starts added because the gate was inconclusive
     base_result: PerfResult | None = None  # paired A/B: the base commit's side, pooled
+    # Every result the test measured, in order, when it measured more than one (a sweep
+    # inside the test): the report keeps them so a chart can draw the test's own curve.
+    points: list[PerfResult] = field(default_factory=list)
     derived: dict[str, float] = field(default_factory=dict)  # derived.py: cost, roofline
 
     @property

@@ -945,7 +945,10 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
         return None
     points = getattr(results[-1], "points", None)
     if points is None:
-        return _record_result(item, session, plan, results[-1], "", failed_test=failed_test)
+        verdict = _record_result(item, session, plan, results[-1], "", failed_test=failed_test)
+        if len(results) > 1:
+            verdict.points = list(results)
+        return verdict
     # A sweep: one verdict and one baseline entry per load point ("test_id[c=4]").
     verdicts = [_record_result(item, session, plan, result, f"[{label}]", failed_test=failed_test)
                 for label, result in points]

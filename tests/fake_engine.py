@@ -74,9 +74,14 @@ class FakeHandle:
 
 def install(monkeypatch: Any, **kwargs: Any) -> FakeEngines:
     import pytest_llmperf.engine as engine
+    import pytest_llmperf.hostspeed as hostspeed
     import pytest_llmperf.plugin as plugin
 
     fake = FakeEngines(**kwargs)
     monkeypatch.setattr(engine, "start_engine", fake.start)
     monkeypatch.setattr(plugin, "_cpu_build_reason", lambda: None)
+    # A fake engine's speed does not follow the machine's, so neither may its baselines:
+    # the real probe here flips between two speeds 2x apart from one second to the next.
+    monkeypatch.setattr(hostspeed, "measure_host_speed",
+                        lambda: hostspeed.HostSpeed(score=100.0, spread=0.0, parts={"python": 100.0}))
     return fake

@@ -145,3 +145,50 @@ def test_a_malformed_probe_in_a_baseline_file_names_the_file(tmp_path) -> None: 
     path.write_text(json.dumps(doc))
     with pytest.raises(BaselineError, match="test_x.json"):
         store.load("suites/test_x.py")
+
+
+# -- through the plugin (fake engine) ------------------------------------------------
+
+
+def test_the_plugin_records_the_probe_and_scales_by_it(pytester: pytest.Pytester,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import fake_engine
+
+    from pytest_llmperf import hostspeed
+
+    fake = fake_engine.install(monkeypatch)
+    score = {"now": 100.0}
+    probes: list[float] = []
+
+    def probe() -> HostSpeed:
+        probes.append(score["now"])
+        return _speed(score["now"])
+
+    monkeypatch.setattr(hostspeed, "measure_host_speed", probe)
+    pytester.makepyfile(test_suite='from pytest_llmperf import perf\n\n'
+                        '@perf(model="tiny-llama-2l", device="cpu", max_model_len=512, '
+                        'tolerances={"output_tok_s": 0.15})\n'
+                        'def test_a(llmperf):\n    llmperf.run()\n')
+    recorded = pytester.runpytest("--llmperf-update-baselines")
+    recorded.assert_outcomes(passed=1)
+    recorded.stdout.fnmatch_lines(["device: cpu, baselines: *, runner speed probe: 100 (python 100/s)"])
+    [path] = list((pytester.path / "baselines").rglob("test_suite.json"))
+    assert json.loads(path.read_text())["entries"]["test_a"]["host_speed"]["score"] == 100.0
+    assert probes == [100.0]  # once per session
+
+    # The whole runner is 25% slower, and the engine with it: scaled, it passes.
+    fake.tok_s, score["now"] = 750.0, 75.0
+    slow = pytester.runpytest()
+    slow.assert_outcomes(passed=1)
+    slow.stdout.fnmatch_lines(["*runner 25% slower than when the baseline was recorded*"])
+    # The same without the probe is a regression.
+    probes.clear()
+    unprobed = pytester.runpytest("--llmperf-no-speed-probe", "--llmperf-confirm=0")
+    unprobed.assert_outcomes(failed=1)
+    assert probes == []
+    # Too far apart: not compared, a warning (a failure with --llmperf-strict).
+    score["now"] = 60.0
+    far = pytester.runpytest()
+    far.assert_outcomes(passed=1)
+    far.stdout.fnmatch_lines(["*not compared: this runner is 40% slower*re-record*"])
+    pytester.runpytest("--llmperf-strict").assert_outcomes(failed=1)

@@ -231,7 +231,7 @@ def test_signal_outside_the_engine_phases(tmp_path: Path, phase: str, sig: signa
 # so each signal's path (SIGINT: KeyboardInterrupt; SIGTERM: turned into one; SIGKILL:
 # the reaper) is taken in an engine phase. LLMPERF_ALL_SIGNALS=1 runs all six (all
 # passed in a full run of tests/ on 2026-11-25, 218 s together).
-_ALL_SIGNALS = bool(os.environ.get("LLMPERF_ALL_SIGNALS"))
+_ALL_SIGNALS = bool(os.environ.get("LLMPERF_ALL_SIGNALS") or os.environ.get("LLMPERF_FULL_TESTS"))
 
 
 def _signals(*in_ci: signal.Signals) -> list[signal.Signals]:
@@ -257,7 +257,8 @@ def test_signal_during_a_trial(tmp_path: Path, sig: signal.Signals) -> None:
 # budget): ``signal`` raises in the test body like the SIGINT/SIGTERM-during-a-trial
 # cases above; both passed by hand (2 passed, 195 s, 2026-11-25). Run it with
 # LLMPERF_TIMEOUT_METHODS="signal thread".
-@pytest.mark.parametrize("method", os.environ.get("LLMPERF_TIMEOUT_METHODS", "thread").split())
+@pytest.mark.parametrize("method", os.environ.get(
+    "LLMPERF_TIMEOUT_METHODS", "signal thread" if os.environ.get("LLMPERF_FULL_TESTS") else "thread").split())
 def test_pytest_timeout_during_a_trial_leaves_nothing(tmp_path: Path, method: str) -> None:
     """pytest-timeout's two ways to end a test that runs too long: ``signal`` raises in
     the test (the engine must be ended, the run goes on and fails that test), ``thread``
@@ -372,7 +373,7 @@ def test_b(llmperf):
 '''
 
 
-@pytest.mark.skipif(not os.environ.get("LLMPERF_SLOW_LIFECYCLE"),
+@pytest.mark.skipif(not (os.environ.get("LLMPERF_SLOW_LIFECYCLE") or os.environ.get("LLMPERF_FULL_TESTS")),
                     reason="three engine starts with kills (about 2 min): CI's time budget; "
                            "run with LLMPERF_SLOW_LIFECYCLE=1 (passed on a fresh clone, 2026-11-25)")
 def test_engine_core_killed_during_start_is_retried_then_fails_only_its_config(

@@ -298,3 +298,47 @@ def test_a_test_unchanged_since_the_base_commit_is_its_own_outcome(tmp_path: Pat
     md = render_markdown(report)
     assert "1 unchanged, 1 passed" in md
     assert "Baseline: unchanged." in md
+
+
+def _sweep_verdict(test_id: str, loads: list[dict[str, int]], engine: dict[str, int] | None = None) -> Verdict:
+    """A test that measured several points itself (llmperf.sweep): the last is gated."""
+    points = []
+    for i, load in enumerate(loads):
+        w = Workload(**{"batch": 8, "input_len": 128, "output_len": 128, **load})
+        eng = EngineConfig(model="llama-3.1-8b", max_model_len=1024, **(engine or {}))
+        points.append(make_result(output_tok_s=100.0 * w.batch ** 0.8, tpot_ms=7.0 + w.batch / 8,
+                                  engine=eng, workload=w, seed=i))
+    return Verdict(test_id=test_id, result=points[-1], points=points)
+
+
+def test_a_sweep_inside_one_test_gets_its_own_curve(tmp_path: Path) -> None:
+    from pytest_llmperf.reports.plots import sweep_curves
+
+    knee_test = _sweep_verdict("suites/test_batch_curve.py::test_throughput_rises_to_a_knee",
+                               [{"batch": b} for b in (1, 2, 4, 8, 16, 32)])
+    grid = _sweep_verdict("suites/test_x.py::test_grid", [{"batch": 1, "input_len": 64},
+                                                          {"batch": 2, "input_len": 128}])
+    report = _report([knee_test, grid, _verdict("suites/test_x.py::test_one", 900, batch=4)])
+    curves = sweep_curves(report)
+    [(title, (axis, points))] = curves.items()  # the grid varies two keys: no curve
+    assert title.startswith("suites/test_batch_curve.py::test_throughput_rises_to_a_knee [gpu]")
+    assert axis == "batch" and [p.x for p in points] == [1, 2, 4, 8, 16, 32]
+    assert points[-1].tok_s == pytest.approx(100.0 * 32 ** 0.8)
+    written = write_plots(report, tmp_path / "plots")
+    assert any(p.name.startswith("throughput-") and "rises_to_a_knee" in p.name for p in written)
+    # The points survive the JSON report, schema-validated.
+    path = write_json(report, tmp_path / "r.json")
+    again = read_json(path)
+    assert [len(t.points) for t in again.tests] == [6, 2, 0]
+    assert sweep_curves(again).keys() == curves.keys()
+
+
+def test_an_engine_sweep_draws_against_the_engine_key() -> None:
+    from pytest_llmperf.reports.plots import sweep_curves
+
+    v = Verdict(test_id="t", result=None)
+    pts = [make_result(output_tok_s=100.0 * s, engine=EngineConfig(model="m", max_num_seqs=s))
+           for s in (8, 16, 32)]
+    v.result, v.points = pts[-1], pts
+    [(axis, points)] = sweep_curves(_report([v])).values()
+    assert axis == "max_num_seqs" and [p.x for p in points] == [8, 16, 32]

@@ -16,6 +16,7 @@ from pytest_llmperf.reports.json import validate_report
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.full  # CI: every format from fake results in test_reports.py
 def test_one_real_run_writes_every_format(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_real="""
         import pytest

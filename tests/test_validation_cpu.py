@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("vllm")
 
 
+@pytest.mark.full  # CI: the same layering and paths with the fake engine in test_validation.py
 def test_layered_markers_and_rootdir_paths_on_a_real_engine(pytester: pytest.Pytester) -> None:
     pytester.makeini("[pytest]\n")
     pytester.makepyfile(test_real="""

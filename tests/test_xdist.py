@@ -205,6 +205,7 @@ def test_b2(llmperf, llm_engine):
 """
 
 
+@pytest.mark.full  # CI: the fake-engine xdist tests above, real engines in test_engine_cpu.py
 @pytest.mark.skipif(not _has_cpu_build(), reason="vLLM's CPU build is not installed")
 def test_real_engines_in_two_workers(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two real CPU engines, one per worker; nothing shared; one complete report."""

@@ -123,6 +123,8 @@ class TestRecord:
     result: PerfResult | None = None
     baseline: BaselineEntry | None = None
     base: PerfResult | None = None
+    # every result of a test that measured several (a sweep inside it), for its curve
+    points: tuple[PerfResult, ...] = ()
 
     @property
     def label(self) -> str:
@@ -184,6 +186,7 @@ class TestRecord:
             result=verdict.result,
             baseline=getattr(verdict, "baseline", None),
             base=getattr(verdict, "base_result", None),
+            points=tuple(getattr(verdict, "points", ())),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -204,6 +207,7 @@ class TestRecord:
             "result": None if self.result is None else self.result.to_json(),
             "baseline": None if self.baseline is None else self.baseline.to_json(),
             "base": None if self.base is None else self.base.to_json(),
+            "points": [p.to_json() for p in self.points],
         })
 
     @classmethod
@@ -231,6 +235,7 @@ class TestRecord:
             baseline=None if data.get("baseline") is None
             else BaselineEntry.from_json(data["test_id"], data["baseline"]),
             base=_result(data.get("base")),
+            points=tuple(r for r in (_result(p) for p in data.get("points", ())) if r is not None),
         )
 
 

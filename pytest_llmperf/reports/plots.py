@@ -17,6 +17,7 @@ is touched, and each PNG is written atomically.
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import re
@@ -158,6 +159,45 @@ def curve_groups(report: RunReport) -> dict[str, tuple[str, list[CurvePoint]]]:
             while title in out:
                 title += " (2)"
             out[title] = (axis, sorted(best.values(), key=lambda p: p.x))
+    return out
+
+
+def _varying_key(results: Sequence[Any]) -> str | None:
+    """The one engine or workload key whose value differs between ``results``, when it
+    is numeric; None for a grid (several keys vary) or nothing to draw."""
+    flat = []
+    for r in results:
+        row = {f"engine.{k}": v for k, v in r.engine.to_json().items()}
+        row.update({k: v for k, v in r.workload.to_json().items() if k not in _NOT_A_CURVE_KEY})
+        flat.append(row)
+    keys = sorted({k for row in flat for k in row})
+    varying = [k for k in keys if len({json.dumps(row.get(k), sort_keys=True) for row in flat}) > 1]
+    if len(varying) != 1:
+        return None
+    values = [row.get(varying[0]) for row in flat]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return None
+    return varying[0]
+
+
+def sweep_curves(report: RunReport) -> dict[str, tuple[str, list[CurvePoint]]]:
+    """Each test that swept one key itself (``llmperf.sweep``, e.g. the batch curve):
+    title -> (that key, its points sorted by it), throughput against the key."""
+    out: dict[str, tuple[str, list[CurvePoint]]] = {}
+    for t in report.tests:
+        axis = _varying_key(t.points) if len(t.points) >= 2 else None
+        if axis is None:
+            continue
+        pts: dict[float, CurvePoint] = {}
+        for r in t.points:
+            x = r.engine.to_json()[axis[len("engine."):]] if axis.startswith("engine.") \
+                else r.workload.to_json()[axis]
+            tok = [tr.output_tok_s for tr in r.trials]
+            pts[float(x)] = CurvePoint(float(x), r.output_tok_s, min(tok), max(tok), r.tpot.p50,
+                                       t.test_id)
+        first = t.points[0]
+        title = f"{t.test_id} [{first.device}]" + (f" {t.hardware_key}" if t.hardware_key else "")
+        out[title] = (axis.removeprefix("engine."), sorted(pts.values(), key=lambda p: p.x))
     return out
 
 
@@ -352,7 +392,7 @@ def write_plots(report: RunReport, directory: str | os.PathLike[str],
     out_dir = Path(directory)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for title, (axis, points) in curve_groups(report).items():
+    for title, (axis, points) in {**curve_groups(report), **sweep_curves(report)}.items():
         written.append(plot_curve(title, points, out_dir / f"throughput-{slug(title)}.png",
                                   xlabel=axis))
     for t in report.tests:
