@@ -19,7 +19,10 @@ beside the engine cost the suites 19-32% throughput and this probe nothing. A fi
 design timed BLAS on both cores and a memory sweep too: it lost 51% there, and moved 17%
 between two quiet runs (fresh allocations), so it tracked neither. That case stays the
 gate's: a fresh engine start rechecks a regression (benchmarks/RESULTS.md, "The
-runner-speed probe").
+runner-speed probe"). Nor can one probe follow a machine whose speed changes during the
+session: the 2-core VMs here were seen flipping between two speeds 2x apart within
+seconds (probe 33-38 or 61-69, nothing between), so the CPU suites' tolerances stay
+wide whatever the probe says.
 
 Pure Python and NumPy; the plugin measures once per session, before the first engine
 starts, since an engine's own threads would slow the probe down.

@@ -196,7 +196,10 @@ def sweep_curves(report: RunReport) -> dict[str, tuple[str, list[CurvePoint]]]:
             pts[float(x)] = CurvePoint(float(x), r.output_tok_s, min(tok), max(tok), r.tpot.p50,
                                        t.test_id)
         first = t.points[0]
-        title = f"{t.test_id} [{first.device}]" + (f" {t.hardware_key}" if t.hardware_key else "")
+        # the test's own name: a suite path and the hardware key would not fit the title
+        title = f"{t.test_id.rpartition('::')[2]} [{first.device}]"
+        while title in out:
+            title += " (2)"
         out[title] = (axis.removeprefix("engine."), sorted(pts.values(), key=lambda p: p.x))
     return out
 
