@@ -90,6 +90,11 @@ class HostSpeed:
         return {"score": self.score, "spread": self.spread, "parts": dict(self.parts),
                 "version": self.version}
 
+    def describe(self) -> str:
+        """``"67.45 (python 74.5/s, compute 61.1/s)"``: the score and each part's rate."""
+        parts = ", ".join(f"{k} {v:.3g}/s" for k, v in self.parts.items())
+        return f"{self.score:.4g} ({parts})"
+
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> HostSpeed:
         return cls(score=float(data["score"]), spread=float(data.get("spread", 0.0)),

@@ -1273,9 +1273,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if session.baseline_dirs:
         where += f", baselines: {', '.join(session.baseline_dirs)}"
     if session.host_speed is not None:
-        speed = session.host_speed
-        parts = ", ".join(f"{k} {v:.3g}/s" for k, v in speed.parts.items())
-        where += f", runner speed probe: {speed.score:.4g} ({parts})"
+        where += f", runner speed probe: {session.host_speed.describe()}"
     tr.write_line(where)
     for line in summary_lines(report):
         tr.write_line(line)

@@ -143,9 +143,7 @@ def curve_groups(report: RunReport) -> dict[str, tuple[str, list[CurvePoint]]]:
         work = {k: v for k, v in r.workload.to_json().items()
                 if k not in _NOT_A_CURVE_KEY and k != axis and not (axis == "batch" and k == "batch")}
         key = (t.hardware_key, r.device, axis, repr(sorted(eng.items())), repr(sorted(work.items())))
-        tok = [tr.output_tok_s for tr in r.trials]
-        groups.setdefault(key, []).append(CurvePoint(x, r.output_tok_s, min(tok), max(tok),
-                                                     r.tpot.p50, t.test_id))
+        groups.setdefault(key, []).append(_curve_point(x, r, t.test_id))
         title = (f"{r.engine.model} tp{r.engine.tp} {r.workload.input_len}/"
                  f"{r.workload.output_len} [{r.device}]" + (f" {t.hardware_key}" if t.hardware_key else ""))
         names[key] = (title, axis)
@@ -162,19 +160,27 @@ def curve_groups(report: RunReport) -> dict[str, tuple[str, list[CurvePoint]]]:
     return out
 
 
-def _varying_key(results: Sequence[Any]) -> str | None:
-    """The one engine or workload key whose value differs between ``results``, when it
-    is numeric; None for a grid (several keys vary) or nothing to draw."""
-    flat = []
-    for r in results:
-        row = {f"engine.{k}": v for k, v in r.engine.to_json().items()}
-        row.update({k: v for k, v in r.workload.to_json().items() if k not in _NOT_A_CURVE_KEY})
-        flat.append(row)
-    keys = sorted({k for row in flat for k in row})
-    varying = [k for k in keys if len({json.dumps(row.get(k), sort_keys=True) for row in flat}) > 1]
+def _curve_point(x: float, result: Any, test_id: str) -> CurvePoint:
+    """One measured point: its median throughput, the trials' range and TPOT p50."""
+    tok = [tr.output_tok_s for tr in result.trials]
+    return CurvePoint(x, result.output_tok_s, min(tok), max(tok), result.tpot.p50, test_id)
+
+
+def _settings(result: Any) -> dict[str, Any]:
+    """A result's engine keys (``engine.`` prefixed) and workload keys, as one row."""
+    row = {f"engine.{k}": v for k, v in result.engine.to_json().items()}
+    row.update({k: v for k, v in result.workload.to_json().items() if k not in _NOT_A_CURVE_KEY})
+    return row
+
+
+def _varying_key(rows: Sequence[dict[str, Any]]) -> str | None:
+    """The one key whose value differs between ``rows`` (``_settings``), when it is
+    numeric; None for a grid (several keys vary) or nothing to draw."""
+    keys = sorted({k for row in rows for k in row})
+    varying = [k for k in keys if len({json.dumps(row.get(k), sort_keys=True) for row in rows}) > 1]
     if len(varying) != 1:
         return None
-    values = [row.get(varying[0]) for row in flat]
+    values = [row.get(varying[0]) for row in rows]
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
         return None
     return varying[0]
@@ -185,19 +191,14 @@ def sweep_curves(report: RunReport) -> dict[str, tuple[str, list[CurvePoint]]]:
     title -> (that key, its points sorted by it), throughput against the key."""
     out: dict[str, tuple[str, list[CurvePoint]]] = {}
     for t in report.tests:
-        axis = _varying_key(t.points) if len(t.points) >= 2 else None
+        rows = [_settings(r) for r in t.points]
+        axis = _varying_key(rows) if len(rows) >= 2 else None
         if axis is None:
             continue
-        pts: dict[float, CurvePoint] = {}
-        for r in t.points:
-            x = r.engine.to_json()[axis[len("engine."):]] if axis.startswith("engine.") \
-                else r.workload.to_json()[axis]
-            tok = [tr.output_tok_s for tr in r.trials]
-            pts[float(x)] = CurvePoint(float(x), r.output_tok_s, min(tok), max(tok), r.tpot.p50,
-                                       t.test_id)
-        first = t.points[0]
+        pts = {float(row[axis]): _curve_point(float(row[axis]), r, t.test_id)
+               for row, r in zip(rows, t.points, strict=True)}
         # the test's own name: a suite path and the hardware key would not fit the title
-        title = f"{t.test_id.rpartition('::')[2]} [{first.device}]"
+        title = f"{t.test_id.rpartition('::')[2]} [{t.points[0].device}]"
         while title in out:
             title += " (2)"
         out[title] = (axis.removeprefix("engine."), sorted(pts.values(), key=lambda p: p.x))
