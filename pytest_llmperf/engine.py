@@ -43,8 +43,13 @@ _EXCEPTION = re.compile(
 _FATAL = re.compile(r"CUDA out of memory|out of memory|Segmentation fault|core dumped|^Killed$|"
                     r"Fatal Python error|died unexpectedly|terminated unexpectedly")
 _WARNING = re.compile(r"\b\w*Warning\b|warnings\.warn\(")
-NO_ERROR_LOGGED = ("(vLLM logged no error: a process killed by a signal, e.g. SIGKILL or the "
-                   "kernel's out-of-memory killer, leaves none)")
+NO_ERROR_LOGGED = "(vLLM logged no error)"
+# What a silent log means depends on how the process ended: a signal leaves no error...
+_SILENT_KILL = ("(vLLM logged no error: a process killed by a signal, e.g. SIGKILL or the "
+                "kernel's out-of-memory killer, leaves none)")
+# ... and a worker that exits before its log is open has written its error to stderr.
+_SILENT_EXIT = ("(the engine log holds no error: the worker ended before writing one; its "
+                "interpreter's own error, if any, went to pytest's stderr)")
 # Lines vLLM adds around the real cause; kept only when nothing better was logged.
 _WRAPPER = re.compile(r"See (?:the )?(?:root cause|stack trace)|Engine core initialization failed|"
                       r"EngineCore encountered an issue|^Traceback \(most recent|"
@@ -257,6 +262,9 @@ class EngineHandle:
         """End the engine's whole group and explain its death from vLLM's log."""
         self._end(grace_s=0.0)
         tail = log_reason(_read(self.log_path))
+        if tail == NO_ERROR_LOGGED:
+            exited = self._process is not None and self._process.describe_exit().startswith("exited")
+            tail = _SILENT_EXIT if exited else _SILENT_KILL
         when = " while the engine started" if phase == "start" else ""
         self.dead = EngineError(phase, f"{what}{when}; vLLM said:\n{tail}", self.log_path,
                                 retryable=True)
@@ -460,7 +468,11 @@ def _start_once(config: EngineConfig, device: str, *, log_dir: str | None,
             reason = (f"{died or 'a vLLM process'} died while the engine started "
                       f"(vLLM: {reply['message'].split('. ')[0]}); vLLM said:\n{tail}")
         else:
-            reason = f"{reply['type']}: {reply['message']}\nvLLM log:\n{tail}"
+            # The worker reported the exception itself; a log with no error line adds
+            # nothing, and its "killed by a signal" hint would mislead here.
+            reason = f"{reply['type']}: {reply['message']}"
+            if tail != NO_ERROR_LOGGED:
+                reason += f"\nvLLM log:\n{tail}"
         raise EngineError("start", reason, log_path, reply.get("traceback", ""), retryable=killed)
     handle.info = reply
     process.watch(_is_vllm_process)

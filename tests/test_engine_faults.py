@@ -106,3 +106,25 @@ def test_a_ghost_on_the_gpu_fails_the_engine_start_before_vllm(ghost) -> None:
     assert f"kill -9 -- -{ghost}" in message
     assert not info.value.retryable
     check_gpu_leftovers({})  # nothing held: no error
+
+
+def test_a_worker_that_exits_before_its_log_is_not_blamed_on_a_signal(tmp_path) -> None:
+    """An interpreter that cannot run the engine worker (``--llmperf-ab-python`` pointing
+    at a broken environment): the worker exits with a code before it writes its log,
+    and the reason says so instead of guessing a SIGKILL or an OOM kill."""
+    from pytest_llmperf.config import EngineConfig
+    from pytest_llmperf.engine import start_engine
+
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\n"
+                      'case "$*" in *--multiprocessing-fork*) echo "broken env" >&2; exit 3;; esac\n'
+                      f'exec "{sys.executable}" "$@"\n')
+    broken.chmod(0o755)
+    with pytest.raises(EngineError) as info:
+        start_engine(EngineConfig(model="tiny-llama-2l", enforce_eager=True), "cpu",
+                     log_dir=str(tmp_path / "logs"), start_timeout_s=60, run_timeout_s=60,
+                     python=str(broken), retries=0)
+    reason = info.value.reason
+    assert "exited with code 3" in reason
+    assert "the worker ended before writing one" in reason
+    assert "signal" not in reason
