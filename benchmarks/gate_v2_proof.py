@@ -55,28 +55,34 @@ BASE = "base"
 # ----------------------------------------------------------------------------- cards
 
 
+WIDEN = {"mlp": "intermediate_size", "vocab": "vocab_size"}
+
+
 def make_cards(model: str, changes: Sequence[float], *, batch: int, context_len: float,
-               granule: int, directory: Path) -> dict[str, dict[str, Any]]:
-    """Base card plus one MLP-widened card per change; name -> facts (path, expected cost)."""
+               granule: int, directory: Path, widen: str = "mlp") -> dict[str, dict[str, Any]]:
+    """Base card plus one widened card per change (``widen``: the MLP in every layer, or
+    the vocabulary, whose LM head every decode step reads); name -> facts (path,
+    expected cost)."""
+    key = WIDEN[widen]
     config = resolve_model(model).config
     if config is None:
         raise SystemExit(f"--model {model!r}: need a card or a model directory with config.json")
     cost = decode_bytes_per_step(config, batch=batch, context_len=context_len)
     cfg = config.get("text_config", config)
-    per_unit = (decode_bytes_per_step({**config, "intermediate_size": cfg["intermediate_size"] + granule},
+    per_unit = (decode_bytes_per_step({**config, key: cfg[key] + granule},
                                       batch=batch, context_len=context_len) - cost) / granule
     cards: dict[str, dict[str, Any]] = {}
     for change in [0.0, *changes]:
         extra = int(round(change / 100.0 * cost / per_unit / granule)) * granule
-        variant = {**config, "intermediate_size": cfg["intermediate_size"] + extra}
-        variant["_llmperf_card"] = (f"{model} with intermediate_size +{extra} "
+        variant = {**config, key: cfg[key] + extra}
+        variant["_llmperf_card"] = (f"{model} with {key} +{extra} "
                                     "(gate v2 proof; weights random, load_format=dummy)")
-        name = BASE if change == 0 else f"mlp+{extra}"
+        name = BASE if change == 0 else f"{widen}+{extra}"
         path = directory / name
         path.mkdir(parents=True, exist_ok=True)
         write_atomic(path / "config.json", (json.dumps(variant, indent=2) + "\n").encode())
         expected = decode_bytes_per_step(variant, batch=batch, context_len=context_len) / cost - 1
-        cards[name] = {"path": str(path.resolve()), "intermediate_size": variant["intermediate_size"],
+        cards[name] = {"path": str(path.resolve()), key: variant[key],
                        "target_change": change / 100.0, "expected_decode_cost_change": expected,
                        "decode_bytes_per_step": cost * (1 + expected)}
     return cards
@@ -104,7 +110,9 @@ def collect(args: argparse.Namespace) -> None:
     changes = [float(c) for c in args.changes.split(",") if c]
     cards = make_cards(args.model, changes, batch=args.batch,
                        context_len=args.input_len + args.output_len / 2,
-                       granule=args.granule, directory=out.with_name(out.stem + "-cards"))
+                       granule=args.granule, widen=args.widen,
+                       directory=Path(args.cards_dir) if args.cards_dir
+                       else out.with_name(out.stem + "-cards"))
     eager = args.eager if args.eager is not None else args.device == "cpu"
     workload = Workload(batch=args.batch, input_len=args.input_len, output_len=args.output_len,
                         trials=args.trials, warmup=1)
@@ -124,7 +132,8 @@ def collect(args: argparse.Namespace) -> None:
     position = 0
     failures: dict[str, int] = {}
     for name, facts in cards.items():
-        print(f"{name}: intermediate_size {facts['intermediate_size']}, expected decode cost "
+        size = facts.get("intermediate_size", facts.get("vocab_size"))
+        print(f"{name}: {args.widen} {size}, expected decode cost "
               f"{facts['expected_decode_cost_change']:+.2%}", flush=True)
     while True:
         left = args.budget_s - (time.monotonic() - t0)
@@ -198,12 +207,16 @@ def _load(paths: Sequence[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                     meta["cards"][name] = {"expected_decode_cost_change": r["slowdown"]}
                 rows.append((2 * r["start"], name, r["result"]))
         else:
+            if meta:  # later files may bring other cards
+                meta["cards"] = {**doc["meta"]["cards"], **meta["cards"]}
             meta = meta or doc["meta"]
             rows = [(s["seq"], s["config"], s["result"]) for s in doc["starts"]
                     if not (plain_only and s["config"] != BASE)]
         for seq, name, data in rows:
             result = PerfResult.from_json(data)
-            values = result.metric_values()
+            # zero counts (no preemption) are no relative figure: a baseline drops them too
+            values = {k: v for k, v in result.metric_values().items()
+                      if v and all(math.isfinite(x) and x > 0 for x in v)}
             if result.device == "cpu":
                 values = {k: v for k, v in values.items() if k not in CPU_UNGATED}
             starts.append({"id": f"{i}:{seq}:{name}", "file": i, "seq": seq, "config": name,
@@ -453,6 +466,12 @@ def main() -> None:
                          "which the targets hinge on, gets a second)")
     ap.add_argument("--granule", type=int, default=None,
                     help="intermediate_size step (default: 32 on GPU, 8 on CPU)")
+    ap.add_argument("--widen", choices=sorted(WIDEN), default="mlp",
+                    help="what the variant cards widen: the MLP of every layer (default) or "
+                         "the vocabulary (LM head), a smoother cost on GPUs")
+    ap.add_argument("--cards-dir", default=None,
+                    help="where the cards go (default: beside --out); keep it fixed across "
+                         "calls on one host, since vLLM's compile cache is keyed by the model path")
     ap.add_argument("--batch", type=int, default=24)
     ap.add_argument("--input-len", type=int, default=256)
     ap.add_argument("--output-len", type=int, default=128)
