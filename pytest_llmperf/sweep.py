@@ -12,6 +12,7 @@ test through the ``llmperf`` fixture. Nothing here imports pytest or vLLM.
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -139,20 +140,35 @@ class Sweep:
         return sorted(pairs)
 
 
-def knee(curve: Sequence[tuple[float, float]], min_gain: float = 0.15) -> float | None:
-    """Where a rising throughput curve stops paying: the first x after which the next
-    point gains less than ``min_gain`` (relative) over it. The last x when every step
-    still gains that much (no knee inside the range); None for an empty curve.
+KNEE_GAIN = 0.15  # the knee: doubling the load past it buys less than 15% more tok/s
+
+
+def knee_index(curve: Sequence[tuple[float, float]], min_gain: float = KNEE_GAIN) -> int | None:
+    """Index of the point where a rising throughput curve stops paying: the first point
+    after which the next one gains less than ``min_gain`` per doubling of x (for x that
+    doubles, simply "less than ``min_gain`` more"). None while every step still gains
+    that much, or for an empty curve. The one definition of the knee: the tests' notes
+    and the charts (``reports/plots.py``) both read it.
+    """
+    for i, ((x0, y0), (x1, y1)) in enumerate(itertools.pairwise(curve)):
+        if x1 <= x0 or y0 <= 0:
+            continue
+        if (y1 / y0) ** (1.0 / math.log2(x1 / x0)) - 1.0 < min_gain:
+            return i
+    return None
+
+
+def knee(curve: Sequence[tuple[float, float]], min_gain: float = KNEE_GAIN) -> float | None:
+    """The x of ``knee_index``; the last x when every step still gains ``min_gain`` (no
+    knee inside the range); None for an empty curve.
 
     With batches that double, 0.15 reads "doubling the batch buys less than 15% more
     tokens per second", which is where practitioners stop raising ``max_num_seqs``.
     """
     if not curve:
         return None
-    for (x0, y0), (_, y1) in itertools.pairwise(curve):
-        if y0 > 0 and (y1 - y0) / y0 < min_gain:
-            return x0
-    return curve[-1][0]
+    i = knee_index(curve, min_gain)
+    return curve[-1][0] if i is None else curve[i][0]
 
 
 @dataclass

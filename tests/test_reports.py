@@ -342,3 +342,15 @@ def test_an_engine_sweep_draws_against_the_engine_key() -> None:
     v.result, v.points = pts[-1], pts
     [(axis, points)] = sweep_curves(_report([v])).values()
     assert axis == "max_num_seqs" and [p.x for p in points] == [8, 16, 32]
+
+
+def test_the_chart_and_the_tests_note_name_the_same_knee() -> None:
+    """One definition (sweep.knee_index): a step that gains 12% is past the knee for
+    both the chart and the suite's note (the chart once used 10%, the note 15%)."""
+    from pytest_llmperf.sweep import knee as note_knee
+
+    xy = [(1, 100.0), (2, 190.0), (4, 360.0), (8, 403.0), (16, 420.0)]
+    k = knee([CurvePoint(x, y, y, y, 1.0, "t") for x, y in xy])
+    assert k is not None and k.x == note_knee(xy) == 4
+    # x that does not double is judged per doubling: 24 -> 32 (+10%) is +26% per doubling
+    assert note_knee([(8, 100.0), (16, 180.0), (24, 250.0), (32, 275.0), (64, 280.0)]) == 32

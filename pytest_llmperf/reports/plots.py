@@ -28,6 +28,7 @@ from typing import Any
 
 from ..atomic import write_atomic
 from ..metrics import METRICS, Distribution
+from ..sweep import KNEE_GAIN, knee_index
 from .model import RunReport, TestRecord
 
 HEAD = "#1f6feb"     # now / head
@@ -46,7 +47,6 @@ _COMPARED: tuple[tuple[str, str], ...] = (
     ("output_tok_s", "output tok/s"), ("ttft_p50_ms", "TTFT p50 (ms)"),
     ("tpot_p50_ms", "TPOT p50 (ms)"), ("e2e_p99_ms", "E2E p99 (ms)"))
 HISTORY_METRICS: tuple[str, ...] = ("output_tok_s", "ttft_p50_ms", "tpot_p50_ms", "e2e_p99_ms")
-KNEE_GAIN = 0.10  # the knee: the first batch after which doubling it adds < 10% tok/s
 
 
 def slug(text: str, limit: int = 80) -> str:
@@ -94,18 +94,11 @@ class CurvePoint:
     test_id: str
 
 
-def knee(points: Sequence[CurvePoint], gain: float = KNEE_GAIN) -> CurvePoint | None:
-    """The first point after which doubling x adds less than ``gain`` throughput.
-
-    None while the curve still scales at its last point (no knee measured yet).
-    """
-    for a, b in zip(points, points[1:], strict=False):
-        if b.x <= a.x or a.tok_s <= 0:
-            continue
-        per_doubling = (b.tok_s / a.tok_s) ** (1.0 / math.log2(b.x / a.x)) - 1.0
-        if per_doubling < gain:
-            return a
-    return None
+def knee(points: Sequence[CurvePoint]) -> CurvePoint | None:
+    """The knee of ``sweep.knee_index`` (the definition the tests' notes use), or None
+    while the curve still scales at its last point (no knee measured yet)."""
+    i = knee_index([(p.x, p.tok_s) for p in points])
+    return None if i is None else points[i]
 
 
 # Workload keys that say how long or how often we measure, not what: never split a curve.
