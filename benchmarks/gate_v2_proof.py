@@ -132,8 +132,7 @@ def collect(args: argparse.Namespace) -> None:
     position = 0
     failures: dict[str, int] = {}
     for name, facts in cards.items():
-        size = facts.get("intermediate_size", facts.get("vocab_size"))
-        print(f"{name}: {args.widen} {size}, expected decode cost "
+        print(f"{name}: {WIDEN[args.widen]} {facts[WIDEN[args.widen]]}, expected decode cost "
               f"{facts['expected_decode_cost_change']:+.2%}", flush=True)
     while True:
         left = args.budget_s - (time.monotonic() - t0)

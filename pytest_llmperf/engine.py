@@ -119,6 +119,14 @@ def log_reason(log_text: str, max_lines: int = 4) -> str:
     return NO_ERROR_LOGGED
 
 
+def _explain_silence(tail: str, *, exited: bool) -> str:
+    """``log_reason``'s answer, or for a log with no error what that silence means:
+    ``exited``, the worker ended with an exit code; otherwise a process was killed."""
+    if tail != NO_ERROR_LOGGED:
+        return tail
+    return _SILENT_EXIT if exited else _SILENT_KILL
+
+
 def _is_vllm_process(p: psutil.Process) -> bool:
     """vLLM's own processes (EngineCore, its workers): they title themselves ``VLLM::...``."""
     try:
@@ -261,10 +269,8 @@ class EngineHandle:
     def _fail(self, phase: str, what: str) -> EngineError:
         """End the engine's whole group and explain its death from vLLM's log."""
         self._end(grace_s=0.0)
-        tail = log_reason(_read(self.log_path))
-        if tail == NO_ERROR_LOGGED:
-            exited = self._process is not None and self._process.describe_exit().startswith("exited")
-            tail = _SILENT_EXIT if exited else _SILENT_KILL
+        exited = self._process is not None and self._process.describe_exit().startswith("exited")
+        tail = _explain_silence(log_reason(_read(self.log_path)), exited=exited)
         when = " while the engine started" if phase == "start" else ""
         self.dead = EngineError(phase, f"{what}{when}; vLLM said:\n{tail}", self.log_path,
                                 retryable=True)
@@ -466,7 +472,8 @@ def _start_once(config: EngineConfig, device: str, *, log_dir: str | None,
         if killed:
             died = "; ".join(f"vLLM's {_label(name)} (pid {pid})" for pid, name in lost)
             reason = (f"{died or 'a vLLM process'} died while the engine started "
-                      f"(vLLM: {reply['message'].split('. ')[0]}); vLLM said:\n{tail}")
+                      f"(vLLM: {reply['message'].split('. ')[0]}); vLLM said:\n"
+                      f"{_explain_silence(tail, exited=False)}")
         else:
             # The worker reported the exception itself; a log with no error line adds
             # nothing, and its "killed by a signal" hint would mislead here.
