@@ -258,13 +258,25 @@ def _tally(states: list[str]) -> dict[str, Any]:
             "inconclusive": states.count("inconclusive"), "pass": states.count("pass")}
 
 
+def balanced(combo: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> bool:
+    """Whether the pairs (base, head) are counterbalanced in time as ``ab.run_paired``
+    orders them (head, base, base, head, ...): as many pairs with the head first as
+    with the base first, give or take one, so that a linear drift cancels."""
+    head_first = sum(h["seq"] < b["seq"] for b, h in combo)
+    return abs(2 * head_first - len(combo)) <= 1
+
+
 def _paired_sets(heads: Sequence[dict[str, Any]], bases: Sequence[dict[str, Any]], pairs: int,
-                 limit: int) -> list[list[tuple[dict[str, Any], dict[str, Any]]]]:
-    """Every choice of ``pairs`` head starts, each with one neighbouring base start."""
+                 limit: int, order: str = "counterbalanced"
+                 ) -> list[list[tuple[dict[str, Any], dict[str, Any]]]]:
+    """Every choice of ``pairs`` head starts, each with one neighbouring base start
+    (``order="counterbalanced"``: only sets ``balanced`` in time)."""
     out = []
     for chosen in itertools.combinations(heads, pairs):
         options = [[(b, h) for b in _neighbours(h, bases) if b["id"] != h["id"]] for h in chosen]
         for combo in itertools.product(*options):
+            if order == "counterbalanced" and not balanced(combo):
+                continue
             if len({b["id"] for b, _ in combo} | {h["id"] for _, h in combo}) == 2 * pairs:
                 out.append(list(combo))
                 if len(out) >= limit:
@@ -272,10 +284,11 @@ def _paired_sets(heads: Sequence[dict[str, Any]], bases: Sequence[dict[str, Any]
     return out
 
 
-def _aa_sets(bases: Sequence[dict[str, Any]], pairs: int, limit: int
+def _aa_sets(bases: Sequence[dict[str, Any]], pairs: int, limit: int, order: str = "counterbalanced"
              ) -> list[list[tuple[dict[str, Any], dict[str, Any]]]]:
     """A/A: disjoint ordered pairs of base starts at most two apart among the base starts
-    of their file (a variant start sits between two base starts), both orders."""
+    of their file (a variant start sits between two base starts), both orders
+    (``order="counterbalanced"``: only sets ``balanced`` in time)."""
     links = []
     by_file: dict[int, list[dict[str, Any]]] = {}
     for b in bases:
@@ -287,6 +300,8 @@ def _aa_sets(bases: Sequence[dict[str, Any]], pairs: int, limit: int
                 links += [(x, y), (y, x)]
     out = []
     for combo in itertools.combinations(links, pairs):
+        if order == "counterbalanced" and not balanced(combo):
+            continue
         ids = [s["id"] for pair in combo for s in pair]
         if len(set(ids)) == len(ids):
             out.append(list(combo))
@@ -295,7 +310,7 @@ def _aa_sets(bases: Sequence[dict[str, Any]], pairs: int, limit: int
     return out
 
 
-def analyse(paths: Sequence[str], limit: int = 2000) -> dict[str, Any]:
+def analyse(paths: Sequence[str], limit: int = 2000, order: str = "counterbalanced") -> dict[str, Any]:
     from pytest_llmperf.regression import compare_to_baseline
     from pytest_llmperf.startgate import compare_paired, compare_to_starts, start_value
 
@@ -305,7 +320,7 @@ def analyse(paths: Sequence[str], limit: int = 2000) -> dict[str, Any]:
                       key=lambda n: meta["cards"][n]["expected_decode_cost_change"])
     report: dict[str, Any] = {"files": list(paths), "device": meta.get("device"),
                               "vllm_version": meta.get("vllm_version"), "eager": meta.get("eager"),
-                              "workload": meta.get("workload"),
+                              "workload": meta.get("workload"), "order": order,
                               "starts": {c: sum(s["config"] == c for s in starts)
                                          for c in [BASE, *variants]},
                               "paired": {}, "stored_v2": {}, "stored_v2_confirmed": {},
@@ -338,10 +353,10 @@ def analyse(paths: Sequence[str], limit: int = 2000) -> dict[str, Any]:
 
     sets: dict[tuple[str, int], list[Any]] = {}
     for pairs in (1, 2, 3):
-        sets[("A/A", pairs)] = _aa_sets(bases, pairs, limit)
+        sets[("A/A", pairs)] = _aa_sets(bases, pairs, limit, order)
         for v in variants:
             heads = [s for s in starts if s["config"] == v]
-            sets[(v, pairs)] = _paired_sets(heads, bases, pairs, limit)
+            sets[(v, pairs)] = _paired_sets(heads, bases, pairs, limit, order)
     for v in ["A/A", *variants]:
         for pairs in (1, 2, 3):
             key = f"{pairs}_pair{'s' if pairs > 1 else ''}"
@@ -450,6 +465,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--analyse", metavar="JSON", nargs="+", help="analyse collected files")
     ap.add_argument("--markdown", action="store_true", help="with --analyse: print the tables")
+    ap.add_argument("--order", choices=["counterbalanced", "alternating"], default="counterbalanced",
+                    help="with --analyse: which start pairs to combine; counterbalanced (head, base, "
+                         "base, head: the plugin's order) or alternating (head, base, head, base: "
+                         "the plugin's order before 2026-12-03)")
     ap.add_argument("--out", default="gate-v2.json", help="collect into this file")
     ap.add_argument("--budget-s", type=float, default=480.0,
                     help="wall-clock budget for collecting, in seconds (default: 480)")
@@ -485,7 +504,7 @@ def main() -> None:
                          "on for the CPU build)")
     args = ap.parse_args()
     if args.analyse:
-        report = analyse(args.analyse)
+        report = analyse(args.analyse, order=args.order)
         print(markdown(report) if args.markdown else json.dumps(report, indent=2))
         return
     gpu = args.device == "gpu"

@@ -11,8 +11,8 @@ it, without pytest:
   head's plugin and a hidden option (``--llmperf-dump-plans``) that writes each
   test's plan as JSON, so the base side is planned by pytest itself (parametrize,
   class markers, conftest.py) but never run;
-* ``run_paired``: base and head engine starts interleaved (head, base, head, base,
-  ...), then ``startgate.compare_paired`` on start pairs, with confirmation pairs
+* ``run_paired``: base and head engine starts interleaved and counterbalanced (head,
+  base, base, head, ...), then ``startgate.compare_paired`` on start pairs, with confirmation pairs
   while the verdict is inconclusive.
 """
 
@@ -274,6 +274,20 @@ def parse_plans(doc: Mapping[str, Any], commit: str) -> BasePlans:
 # ------------------------------------------------------------------------ paired runs
 
 
+def counterbalanced_side(i: int) -> str:
+    """The side of the ``i``-th engine start (from 0): head, base, base, head, head, base, ...
+
+    Pair k is starts 2k and 2k + 1, with the head first in even pairs and the base first
+    in odd ones. Alternating head, base, head, base would put the head first in every
+    pair, so a machine that drifts steadily (a base TPOT p50 rose 3.8% over 7 minutes of
+    back-to-back starts on an H100) would bias every pair the same way: the one A/A false
+    alarm in 224 H100 comparisons with 2 pairs was such a drift, output tok/s -1.6% in both
+    pairs. Reversed every other pair, a linear drift cancels over two pairs.
+    """
+    head_first = (i // 2) % 2 == 0
+    return "head" if (i % 2 == 0) == head_first else "base"
+
+
 @dataclass
 class PairedRun:
     """The engine starts of both sides, in the order they ran, and the verdict."""
@@ -302,7 +316,8 @@ def run_paired(
 
     ``measure(side)`` is one fresh engine start of that side's engine running its
     workload; ``first_head`` (the test body's run, measured just before) counts as the
-    head's first start. Sides alternate, so drift over time hits both alike.
+    head's first start. Starts run head, base, base, head, head, base, ...
+    (``counterbalanced_side``), so a drift over time hits both sides alike.
     """
     from .gate import settle
     from .startgate import compare_paired
@@ -313,7 +328,7 @@ def run_paired(
         run.order.append("head")
 
     def step() -> None:
-        side = "base" if not run.order or run.order[-1] == "head" else "head"
+        side = counterbalanced_side(len(run.order))
         result = measure(base if side == "base" else head)
         (run.base if side == "base" else run.head).append(result)
         run.order.append(side)

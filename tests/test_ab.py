@@ -16,7 +16,14 @@ from pathlib import Path
 import fake_engine
 import pytest
 
-from pytest_llmperf.ab import BaseCheckout, SidePlan, localise_model, model_digest
+from pytest_llmperf.ab import (
+    BaseCheckout,
+    SidePlan,
+    counterbalanced_side,
+    localise_model,
+    model_digest,
+    run_paired,
+)
 from pytest_llmperf.cards import CARDS_DIR, resolve_model
 from pytest_llmperf.config import EngineConfig, Workload
 
@@ -138,9 +145,9 @@ def test_changed_card_is_paired_interleaved_and_regresses(
     result.stdout.fnmatch_lines([
         "*regression against the base commit*",
         "*output_tok_s*REGRESSION*",
-        "*paired against base (*): engine starts head, base, head, base*",
+        "*paired against base (*): engine starts head, base, base, head*",
     ])
-    # Four engine starts: head, base (REF's 2-layer card), head, base.
+    # Four engine starts: head, base (REF's 2-layer card), base, head.
     base_card = [m for m in fake.started if m != "models/tiny"]
     assert len(fake.started) == 4 and len(base_card) == 2
     assert all("llmperf-base-" in m for m in base_card)
@@ -176,9 +183,36 @@ def test_base_side_interpreter_and_starts(pytester: pytest.Pytester,
                                 f"--llmperf-ab-python={sys.executable}", "--llmperf-confirm=0")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines([
-        f"*paired against base (*) (base on {sys.executable}): engine starts head, base, head, "
-        "base, head, base*",
+        f"*paired against base (*) (base on {sys.executable}): engine starts head, base, base, "
+        "head, head, base*",
     ])
+
+
+def test_sides_are_counterbalanced() -> None:
+    assert [counterbalanced_side(i) for i in range(8)] == [
+        "head", "base", "base", "head", "head", "base", "base", "head"]
+
+
+@pytest.mark.parametrize(("head_cost", "expected"), [(0.0, "pass"), (0.05, "regression")])
+def test_a_steady_drift_cancels_between_counterbalanced_pairs(head_cost: float, expected: str) -> None:
+    """Throughput falls 2% with every engine start whatever runs: with the head first in
+    every pair that alone would read as a 2% regression of an unchanged head (it did, with
+    the earlier head, base, head, base order); counterbalanced it cancels, and a real 5%
+    loss on top of it is still caught."""
+    started: list[str] = []
+
+    def measure(side: SidePlan) -> float:
+        started.append(str(side.python))  # the sides' label, for this test only
+        value = 1000.0 * 0.98 ** len(started)
+        return value * (1 - head_cost) if side.python == "head" else value
+
+    plan = SidePlan(engine=None, workload=None, python="head")  # type: ignore[arg-type]
+    base = SidePlan(engine=None, workload=None, python="base")  # type: ignore[arg-type]
+    run = run_paired(plan, base, measure=measure,  # type: ignore[arg-type]
+                     values=lambda v: {"output_tok_s": [v, v, v]}, starts=2, confirm=0,
+                     tolerances={})
+    assert started == run.order == ["head", "base", "base", "head"]
+    assert run.comparison.state == expected
 
 
 def test_base_that_does_not_collect_falls_back_with_the_reason(
