@@ -136,7 +136,7 @@ def compare_entry(
     ``host_speed``: this session's runner-speed probe (CPU runs). When the entry has
     one too and the two differ beyond the probe's dead band, the entry's rates and
     times are first scaled to this runner (``hostspeed.adjustment``); too far apart,
-    the entry counts as stale.
+    it is compared unscaled, and the message says so.
     """
     starts = [result] if isinstance(result, PerfResult) else list(result)
     first = starts[0]
@@ -152,8 +152,6 @@ def compare_entry(
     scaled = _speed_scaled(entry, host_speed) if first.device == "cpu" else None
     if scaled is not None:
         adj, entry = scaled
-        if not adj.comparable:
-            return "stale", None, [adj.message]
         if adj.message:
             messages.append(adj.message)
     per_start = [_gated_values(r) for r in starts]
