@@ -12,6 +12,10 @@ Two sources, both from ordinary runs of ``pytest suites/``:
   (``--llmperf-slowdown``) given with ``--slowed`` show what the gate caught.
 
     python benchmarks/cpu_noise.py --starts baselines/cpu-*/suites/*.json run1.json run2.json --slowed slow.json
+    python benchmarks/cpu_noise.py run1.json run2.json --slowed slow.json --shift baselines/cpu-*/suites/*.json
+
+``--shift``: each run's median change in throughput over its tests, from the trials (so
+also for runs whose entries were not compared).
 """
 
 from __future__ import annotations
@@ -51,6 +55,32 @@ def start_spreads(paths: list[Path], starts: int) -> dict[str, list[tuple[str, f
     return out
 
 
+def run_shifts(paths: list[Path], baselines: list[Path], metric: str = "output_tok_s"
+               ) -> list[tuple[str, float, float, float]]:
+    """(run, median, min, max) over its tests of (test median / baseline median - 1) for
+    ``metric``, from the trials themselves: it also reads runs whose entries were not
+    compared (a probe beyond its limit, before e89c69e)."""
+    from pytest_llmperf.results import PerfResult
+
+    base: dict[str, float] = {}
+    for path in baselines:
+        suite = f"suites/{path.stem}.py"
+        for test_id, entry in json.loads(path.read_text())["entries"].items():
+            if metric in entry["metrics"]:
+                base[f"{suite}::{test_id}"] = float(entry["metrics"][metric]["median"])
+    out = []
+    for path in paths:
+        moves = []
+        for test in json.loads(path.read_text())["tests"]:
+            if test["test_id"] in base and test.get("result"):
+                values = PerfResult.from_json(test["result"]).metric_values().get(metric)
+                if values:
+                    moves.append(statistics.median(values) / base[test["test_id"]] - 1)
+        if moves:
+            out.append((path.stem, statistics.median(moves), min(moves), max(moves)))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="*", type=Path, help="--llmperf-json files of unchanged runs")
@@ -58,7 +88,16 @@ def main() -> None:
                     help="baseline files recorded with --llmperf-baseline-starts N")
     ap.add_argument("--n-starts", type=int, default=3, help="N of those recordings (default: 3)")
     ap.add_argument("--slowed", nargs="*", type=Path, default=[], help="--llmperf-json files of slowed runs")
+    ap.add_argument("--shift", nargs="*", type=Path, default=[], metavar="BASELINE.json",
+                    help="with runs (and --slowed): each run's median throughput change over its "
+                         "tests against these baseline files")
     args = ap.parse_args()
+    if args.shift:
+        print("| run | tests' median output tok/s change | range over the tests |")
+        print("| --- | ---: | --- |")
+        for name, median, lo, hi in run_shifts([*args.runs, *args.slowed], args.shift):
+            print(f"| {name} | {median:+.1%} | {lo:+.1%} .. {hi:+.1%} |")
+        return
     if args.starts:
         print(f"start-to-start spread over {args.n_starts} engine starts (range / median of per-start medians)")
         print("| metric | tests | median spread | max spread | test with the max |")
