@@ -12,8 +12,8 @@ it, without pytest:
   test's plan as JSON, so the base side is planned by pytest itself (parametrize,
   class markers, conftest.py) but never run;
 * ``run_paired``: base and head engine starts interleaved and counterbalanced (head,
-  base, base, head, ...), then ``startgate.compare_paired`` on start pairs, with confirmation pairs
-  while the verdict is inconclusive.
+  base, base, head, ...), then ``startgate.compare_paired`` on start pairs, with
+  confirmation pairs while the verdict is inconclusive.
 """
 
 from __future__ import annotations

@@ -148,8 +148,8 @@ def adjustment(now: HostSpeed | None, recorded: HostSpeed | None) -> SpeedAdjust
     runs of the main job, against 64.5 when the baselines were recorded that morning on
     the same machine, while the engines ran at the baselines' speed (median throughput
     change -0.2% and +3.1% over 20 tests); earlier that day, on a faster machine of the
-    same key, 2.0-2.3x against engines 3.6-5.8x faster. A runner that far off, if it is one, is better shown as
-    failures and improvements than hidden behind a warning.
+    same key, 2.0-2.3x against engines 3.6-5.8x faster. A runner that far off, if it is
+    one, is better shown as failures and improvements than hidden behind a warning.
     """
     if now is None or recorded is None or now.version != recorded.version:
         return None
