@@ -61,6 +61,7 @@ def run_shifts(paths: list[Path], baselines: list[Path], metric: str = "output_t
     ``metric``, from the trials themselves: it also reads runs whose entries were not
     compared (a probe beyond its limit, before e89c69e)."""
     from pytest_llmperf.results import PerfResult
+    from pytest_llmperf.startgate import start_value
 
     base: dict[str, float] = {}
     for path in baselines:
@@ -75,7 +76,7 @@ def run_shifts(paths: list[Path], baselines: list[Path], metric: str = "output_t
             if test["test_id"] in base and test.get("result"):
                 values = PerfResult.from_json(test["result"]).metric_values().get(metric)
                 if values:
-                    moves.append(statistics.median(values) / base[test["test_id"]] - 1)
+                    moves.append(start_value(values) / base[test["test_id"]] - 1)
         if moves:
             out.append((path.stem, statistics.median(moves), min(moves), max(moves)))
     return out

@@ -23,8 +23,9 @@ Analyse (no engine, no GPU): over engine starts, never trials,
 * paired gate (``startgate.compare_paired``): each variant against its neighbouring
   base starts, with 1, 2 and 3 pairs; A/A: base starts against other base starts paired
   the same way. Sets of pairs are counterbalanced in time as the plugin runs them (as
-  many pairs with the head first as with the base first; ``--order alternating``: any). The runner's noise prior comes from up to 3 other base starts, as
-  from a baseline recorded with ``--llmperf-baseline-starts 3``;
+  many pairs with the head first as with the base first; ``--order alternating``: any).
+  The runner's noise prior comes from up to 3 other base starts, as from a baseline
+  recorded with ``--llmperf-baseline-starts 3``;
 * stored-baseline gate, v2 (``startgate.compare_to_starts``: 3 base starts as the
   baseline, one start as the run) and v1 (``regression.compare_to_baseline``: their
   pooled trials against the run's trials).
