@@ -48,12 +48,30 @@ def _merge(args: argparse.Namespace) -> int:
     from .reports.outputs import OutputPaths, write_outputs
 
     merged = merge_reports([(path, read_json(path)) for path in args.reports])
+    if args.suite_check is not None:
+        from dataclasses import replace
+
+        from .suitecheck import check_suite
+
+        merged = replace(merged, suite_checks=check_suite(merged.tests, args.suite_check))
+        for check in merged.suite_checks:
+            print("\n".join(check.lines()))
     paths = OutputPaths(json=args.json, markdown=args.markdown, plots=args.plots,
                         step_summary=args.step_summary)
     print(headline(merged).removeprefix("## "))
     for line in write_outputs(merged, paths):
         print(line)
     return 1 if args.check and merged.failed else 0
+
+
+def _share(text: str) -> float:
+    try:
+        share = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a share like 0.25") from None
+    if not 0 < share <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the share must be in (0, 1]")
+    return share
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--step-summary", action="store_true",
                    help="append the Markdown to $GITHUB_STEP_SUMMARY (default: off)")
     m.add_argument("--check", action="store_true",
-                   help="exit 1 when any test failed or regressed (default: exit 0)")
+                   help="exit 1 when any test failed or regressed, or the suite check failed "
+                        "(default: exit 0)")
+    m.add_argument("--suite-check", metavar="SHARE", type=_share, default=None,
+                   help="apply the suite check over the merged tests: fail when a metric's median "
+                        "change is worse than SHARE of its tolerance (default: not applied)")
     m.set_defaults(func=_merge)
     return parser
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from .config import suggest
 from .metrics import METRICS
+from .suitecheck import DEFAULT_SHARE as DEFAULT_SUITE_CHECK
 
 DEFAULT_CPU_MEMORY_FRACTION = 0.25
 DEFAULT_START_TIMEOUT_S = 900.0
@@ -40,7 +41,7 @@ VALUE_OPTIONS: tuple[str, ...] = (
     "llmperf_markdown", "llmperf_plots", "llmperf_history", "llmperf_confirm", "llmperf_ab",
     "llmperf_ab_starts", "llmperf_ab_python",
     "llmperf_markdown", "llmperf_plots", "llmperf_history", "llmperf_gpu_cost_per_hour",
-    "llmperf_memory_budget",
+    "llmperf_memory_budget", "llmperf_suite_check",
 )
 # Output files and directories, by dest name (the baselines directory is handled apart).
 OUTPUT_FILES: tuple[str, ...] = ("llmperf_json", "llmperf_markdown", "llmperf_history")
@@ -207,6 +208,7 @@ class RunOptions:
     gpu_cost_per_hour: float | None = None
     memory_budget_bytes: int | None = None
     memory_budget: str | None = None  # as given, for messages
+    suite_check: float | None = DEFAULT_SUITE_CHECK  # share of each tolerance; None: off
 
     @classmethod
     def from_mapping(
@@ -270,6 +272,8 @@ class RunOptions:
                 budget = parse_size(str(budget_text))
             except BudgetError as exc:
                 raise OptionError(flag("llmperf_memory_budget"), f": {exc}") from None
+
+        suite_check = _suite_check(get("llmperf_suite_check"))
 
         # Conflicts: options that together would record a wrong baseline or be ignored.
         if update and slowdown:
@@ -354,7 +358,25 @@ class RunOptions:
             gpu_cost_per_hour=cost,
             memory_budget_bytes=budget,
             memory_budget=None if budget_text is None else str(budget_text),
+            suite_check=suite_check,
         )
+
+
+def _suite_check(raw: Any) -> float | None:
+    """--llmperf-suite-check SHARE|off: None when off, else the share in (0, 1]."""
+    if raw is None:
+        return DEFAULT_SUITE_CHECK
+    if str(raw).strip().lower() == "off":
+        return None
+    option = flag("llmperf_suite_check")
+    try:
+        share = float(raw)
+    except (TypeError, ValueError):
+        raise OptionError(option, f"={raw!r}: expected a share of the tolerance like 0.25, "
+                          "or off") from None
+    if not 0 < share <= 1:
+        raise OptionError(option, f"={raw!r}: the share must be in (0, 1], or off")
+    return share
 
 
 def _ab_options(get: Any, update: bool) -> tuple[str | None, int, str | None]:

@@ -161,6 +161,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "4090 class card: gpu_memory_utilization becomes a share of SIZE, a "
                          "config that cannot fit fails, and so does a run that preempts "
                          "(default: the whole GPU)")
+    group.addoption("--llmperf-suite-check", metavar="SHARE|off", default=None,
+                    help="also fail the run when a metric's median change over all its compared "
+                         "tests is worse than SHARE of their tolerance, with confidence (a "
+                         "Wilcoxon test over at least 8 tests): a slowdown every test hides "
+                         "in its own noise (default: 0.25; off: per-test gates only)")
     parser.addini("llmperf_baselines", "baseline directory, relative to rootdir (default: baselines)",
                   default="baselines")
 
@@ -221,6 +226,7 @@ class LLMPerfSession:
         self.machines: dict[str, dict[str, Any]] = {}  # hardware key -> fingerprint JSON
         self.hardware_keys: dict[str, str] = {}  # test id -> hardware key of its engine
         self.interrupted = False  # Ctrl-C or SIGTERM: engines are killed, no report written
+        self.suite_checks: tuple[Any, ...] = ()  # suitecheck.SuiteCheck per hardware key
         self._engines: Any = None
         self._leases: Any = None
         self._stores: dict[str, Any] = {}
@@ -1242,6 +1248,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 def _run_report(session: LLMPerfSession, config: pytest.Config) -> Any:
     """One report over every verdict, each test under the hardware key of its engine's GPUs."""
+    from dataclasses import replace
+
     from .reports import RunReport
     from .reports.model import merge_reports
 
@@ -1249,12 +1257,32 @@ def _run_report(session: LLMPerfSession, config: pytest.Config) -> Any:
     by_key: dict[str | None, list[Any]] = {}
     for v in session.verdicts:
         by_key.setdefault(session.hardware_keys.get(v.test_id), []).append(v)
-    return merge_reports([
+    merged = merge_reports([
         (key or "unmeasured", RunReport.from_verdicts(
             verdicts, fingerprint=session.machines.get(key or ""), hardware_key=key,
             git_commit=git))
         for key, verdicts in by_key.items()
     ])
+    return replace(merged, suite_checks=session.suite_checks)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, object]:
+    """After the last test, the suite check over every compared test (suitecheck.py): a
+    run-wide regression fails the session, as pytest-cov's --cov-fail-under does."""
+    result = yield
+    from .workers import is_worker
+
+    llm = session.config.stash.get(_SESSION, None)
+    if (llm is None or is_worker(session.config) or llm.interrupted or not llm.verdicts
+            or llm.options.suite_check is None):
+        return result
+    from .suitecheck import check_suite
+
+    llm.suite_checks = check_suite(_run_report(llm, session.config).tests, llm.options.suite_check)
+    if any(c.failed for c in llm.suite_checks):
+        session.testsfailed += 1
+    return result
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
@@ -1279,6 +1307,9 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         tr.write_line(line)
     for line in detail_lines(report):
         tr.write_line(line)
+    for check in report.suite_checks:
+        for i, line in enumerate(check.lines()):
+            tr.write_line(line, red=check.failed and i == 0, bold=check.failed and i == 0)
     opts = session.options
 
     def text(path: Path | None) -> str | None:

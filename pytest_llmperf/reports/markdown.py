@@ -115,6 +115,11 @@ def render_markdown(report: RunReport) -> str:
     if commits:
         lines.append(f"- commit {', '.join(f'`{c}`' for c in commits)}")
     lines.append("")
+    for check in report.suite_checks:
+        head, *rest = check.lines()
+        lines.append(f"**{head}**" if check.failed else head)
+        lines.extend(f"- {r.strip()}" for r in rest)
+        lines.append("")
     tests = report.by_severity()
     if not tests:
         return "\n".join(lines) + "\n"

@@ -278,6 +278,9 @@ class RunReport:
     tests: tuple[TestRecord, ...]
     machines: dict[str, dict[str, Any]] = field(default_factory=dict)
     tool_version: str = ""
+    # suitecheck.SuiteCheck per hardware key, when the run applied the suite check; a
+    # merge leaves them out (``merge --suite-check`` computes them over the merged tests)
+    suite_checks: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         # One canonical order, so a report never depends on which shard finished first.
@@ -311,27 +314,33 @@ class RunReport:
 
     @property
     def failed(self) -> bool:
-        return any(t.failing for t in self.tests)
+        return any(t.failing for t in self.tests) or any(c.failed for c in self.suite_checks)
 
     def by_severity(self) -> list[TestRecord]:
         rank = {o: i for i, o in enumerate(OUTCOMES)}
         return sorted(self.tests, key=lambda t: (rank[t.outcome], *_order(t)))
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        doc = {
             "schema_version": REPORT_SCHEMA_VERSION,
             "tool": {"name": "pytest-llmperf", "version": self.tool_version},
             "summary": {"tests": len(self.tests), "failed": self.failed, "outcomes": self.counts},
             "machines": finite_or_none({k: self.machines[k] for k in sorted(self.machines)}),
             "tests": [t.to_json() for t in self.tests],
         }
+        if self.suite_checks:
+            doc["suite_checks"] = [c.to_json() for c in self.suite_checks]
+        return doc
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RunReport:
+        from ..suitecheck import SuiteCheck
+
         return cls(
             tests=tuple(TestRecord.from_json(t) for t in data["tests"]),
             machines={k: dict(v) for k, v in data.get("machines", {}).items()},
             tool_version=data.get("tool", {}).get("version", ""),
+            suite_checks=tuple(SuiteCheck.from_json(c) for c in data.get("suite_checks", ())),
         )
 
 

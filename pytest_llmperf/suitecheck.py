@@ -1,0 +1,195 @@
+"""The suite check: did the whole run move, even where no single test could tell?
+
+Each test's gate compares it alone, so its tolerance must cover that test's own noise.
+On a noisy runner that is wide: on vLLM's 2-core CPU build one unchanged test moves by
+up to 49% in throughput between runs, so the per-test CPU tolerance is 40% and a
+planted 20% slowdown passed all 20 tests (benchmarks/RESULTS.md, "The CPU gate on
+this runner"). The noise of separate tests is largely independent; a change in the
+code under test moves them all the same way. So over the tests of one run, per metric,
+the suite check takes the median of the changes the tests' gates measured (against the
+stored baseline, speed-adjusted where the runner probe was trusted, or against the
+base commit in paired mode) and calls a regression when
+
+- that median worsening is beyond a share of the tests' own tolerance for the metric
+  (``--llmperf-suite-check``, a quarter by default: 10% where tests gate throughput at
+  40% on the CPU build, 0.5% where they gate it at 2%), and never below the metric's
+  noise floor between engine starts (1% for throughput), and
+- the worsenings are above zero with confidence: a one-sided Wilcoxon signed-rank
+  test over the tests, p below ``ALPHA``.
+
+This is the per-test rule (beyond tolerance and beyond noise) one level up. It runs
+per hardware key (tests of two runners are never pooled) and needs ``MIN_TESTS``
+compared tests of a metric, fewer give no verdict. Like the per-test gate against a
+stored baseline, it cannot tell a slower runner from slower code when the runner probe
+is not trusted; paired mode can.
+
+Pure logic over report records: the plugin fails the session on a regression, and
+``python -m pytest_llmperf merge --suite-check SHARE`` applies it to merged shards.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from .metrics import METRICS, Direction, metric_spec
+
+ALPHA = 0.01
+# The one-sided Wilcoxon test cannot reach p < 0.01 with fewer than 7 values (its
+# smallest p is 2**-n); 8 leaves room for one test that did not move at all.
+MIN_TESTS = 8
+DEFAULT_SHARE = 0.25
+
+
+class _Row(Protocol):
+    @property
+    def metric(self) -> str: ...
+    @property
+    def change(self) -> float: ...
+    @property
+    def tolerance(self) -> float: ...
+    @property
+    def worsening(self) -> float: ...
+
+
+class _Record(Protocol):
+    """What the check reads of a test: ``reports.model.TestRecord`` has it."""
+
+    @property
+    def test_id(self) -> str: ...
+    @property
+    def hardware_key(self) -> str | None: ...
+    @property
+    def comparison(self) -> Sequence[Any] | None: ...
+
+
+@dataclass(frozen=True)
+class MetricShift:
+    """One metric over the tests of one run: the median change and the verdict.
+
+    ``median_change`` is in the metric's own sign (a throughput loss is negative);
+    ``threshold`` the worsening that counts (positive); ``p_value`` the one-sided
+    Wilcoxon p that the tests got worse, None with fewer than ``MIN_TESTS`` tests.
+    """
+
+    metric: str
+    direction: Direction
+    tests: int
+    median_change: float
+    threshold: float
+    p_value: float | None
+    verdict: str  # "regression" | "improvement" | "ok" | "too few tests"
+
+    @property
+    def median_worsening(self) -> float:
+        return -self.median_change if self.direction == "higher" else self.median_change
+
+    def describe(self) -> str:
+        p = "" if self.p_value is None else f", p={self.p_value:.2g}"
+        return (f"{self.metric}: median change {self.median_change:+.1%} over {self.tests} tests "
+                f"(threshold {self.threshold:.0%}{p}): {self.verdict}")
+
+
+@dataclass(frozen=True)
+class SuiteCheck:
+    """The suite check of one hardware key."""
+
+    hardware_key: str | None
+    share: float
+    shifts: tuple[MetricShift, ...]
+    alpha: float = ALPHA
+
+    @property
+    def regressions(self) -> tuple[MetricShift, ...]:
+        return tuple(s for s in self.shifts if s.verdict == "regression")
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.regressions)
+
+    def lines(self) -> list[str]:
+        """The verdict first, then one line per regressed or improved metric."""
+        where = f" on {self.hardware_key}" if self.hardware_key else ""
+        judged = [s for s in self.shifts if s.p_value is not None]
+        if not judged:
+            return [f"suite check{where}: no verdict, fewer than {MIN_TESTS} compared tests"]
+        head = (f"suite check{where}: FAILED, the run as a whole regressed"
+                if self.failed else
+                f"suite check{where}: passed ({len(judged)} metrics over up to "
+                f"{max(s.tests for s in judged)} tests, {self.share:.0%} of each tolerance)")
+        shown = [s for s in judged if s.verdict != "ok"]
+        return [head, *(f"  {s.describe()}" for s in shown)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"hardware_key": self.hardware_key, "share": self.share,
+                "alpha": self.alpha, "failed": self.failed,
+                "shifts": [{**asdict(s), "median_change": _finite(s.median_change)}
+                           for s in self.shifts]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SuiteCheck:
+        shifts = tuple(
+            MetricShift(**{**s, "median_change": math.nan if s["median_change"] is None
+                           else s["median_change"]})
+            for s in data["shifts"])
+        return cls(hardware_key=data.get("hardware_key"), share=data["share"],
+                   shifts=shifts, alpha=data.get("alpha", ALPHA))
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def wilcoxon_greater(values: Sequence[float]) -> float:
+    """One-sided p that ``values`` are centred above zero (1.0 when none differ from it)."""
+    from scipy import stats
+
+    nonzero = [v for v in values if v != 0.0]
+    if not nonzero:
+        return 1.0
+    return float(stats.wilcoxon(nonzero, alternative="greater").pvalue)
+
+
+def shift_of(metric: str, rows: Sequence[_Row], share: float, alpha: float = ALPHA
+             ) -> MetricShift:
+    """The verdict on one metric from the rows of every test that compared it."""
+    spec = metric_spec(metric)
+    rows = [r for r in rows if math.isfinite(r.change)]
+    own = statistics.median(r.tolerance for r in rows) if rows else spec.tolerance
+    threshold = max(share * own, spec.noise_floor)
+    if len(rows) < MIN_TESTS:
+        change = statistics.median(r.change for r in rows) if rows else math.nan
+        return MetricShift(metric, spec.direction, len(rows), change, threshold, None,
+                           "too few tests")
+    change = statistics.median(r.change for r in rows)
+    worse = [r.worsening for r in rows]
+    worsening = statistics.median(worse)
+    p_worse = wilcoxon_greater(worse)
+    if worsening > threshold and p_worse < alpha:
+        verdict, p = "regression", p_worse
+    elif -worsening > threshold and (p_better := wilcoxon_greater([-w for w in worse])) < alpha:
+        verdict, p = "improvement", p_better
+    else:
+        verdict, p = "ok", p_worse
+    return MetricShift(metric, spec.direction, len(rows), change, threshold, p, verdict)
+
+
+def check_suite(records: Iterable[_Record], share: float = DEFAULT_SHARE,
+                alpha: float = ALPHA) -> tuple[SuiteCheck, ...]:
+    """One ``SuiteCheck`` per hardware key among ``records`` that compared any test."""
+    if not 0 < share <= 1:
+        raise ValueError(f"suite check share {share!r}: must be a fraction in (0, 1]")
+    by_key: dict[str | None, dict[str, list[_Row]]] = {}
+    for record in records:
+        for row in record.comparison or ():
+            by_key.setdefault(record.hardware_key, {}).setdefault(row.metric, []).append(row)
+    checks = []
+    for key in sorted(by_key, key=lambda k: k or ""):
+        rows = by_key[key]
+        order = sorted(rows, key=lambda m: list(METRICS).index(m) if m in METRICS else len(METRICS))
+        shifts = tuple(shift_of(m, rows[m], share, alpha) for m in order)
+        checks.append(SuiteCheck(key, share, shifts, alpha))
+    return tuple(checks)
