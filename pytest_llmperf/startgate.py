@@ -198,11 +198,26 @@ def _gated(metrics: Iterable[str] | None) -> list[str]:
     return [name for name, spec in METRICS.items() if spec.gated or name in wanted]
 
 
-def _start_values(starts: Sequence[StartValues], name: str) -> list[float] | None:
+def _start_values(starts: Sequence[StartValues], name: str, unusable: list[str]
+                  ) -> list[float] | None:
+    """Each start's figure for ``name``; None when a start lacks it. A trial that measured
+    zero or nothing (TPOT p50 is 0 ms when most served streams arrived in one burst) has
+    no figure to compare in ratios: the metric is left out and named in ``unusable``."""
+    if not all(name in s for s in starts):
+        return None
     try:
-        return [start_value(s[name]) for s in starts] if all(name in s for s in starts) else None
-    except ValueError as exc:
-        raise ValueError(f"metric {name!r}: {exc}") from exc
+        return [start_value(s[name]) for s in starts]
+    except ValueError:
+        bad = next(v for s in starts for v in s[name] if not (math.isfinite(v) and v > 0))
+        unusable.append(f"{name} (a trial measured {bad:g})")
+        return None
+
+
+def _unusable_note(unusable: Sequence[str]) -> list[str]:
+    if not unusable:
+        return []
+    return ["not compared, no usable figure in every trial: " + ", ".join(unusable)
+            + " (see the measurement-validity warnings)"]
 
 
 def _noise_note(noise: Mapping[str, NoiseEstimate], names: Sequence[str]) -> str:
@@ -271,8 +286,9 @@ def compare_paired(
     tols = _check_tolerances(tolerances, "tolerances")
     noise = dict(noise or {})
     rows = []
+    unusable: list[str] = []
     for name in _gated(metrics):
-        b, h = _start_values(base, name), _start_values(head, name)
+        b, h = _start_values(base, name, unusable), _start_values(head, name, unusable)
         if b is None or h is None:
             continue
         spec = METRICS[name]
@@ -290,7 +306,7 @@ def compare_paired(
         rows.append(_row(spec, test, base_value, base_value * math.exp(test.point), tolerance,
                          0.0, alpha, need, est))
     notes = [n for n in (_noise_note(noise, [r.metric for r in rows]),) if n]
-    notes += _mde_notes(rows, "engine starts per side")
+    notes += _mde_notes(rows, "engine starts per side") + _unusable_note(unusable)
     return Comparison(tuple(rows), tuple(notes), mode="paired", starts=(len(base), len(head)))
 
 
@@ -310,8 +326,9 @@ def compare_to_starts(
     tols = _check_tolerances(tolerances, "tolerances")
     noise = dict(noise or {})
     rows = []
+    unusable: list[str] = []
     for name in _gated(metrics):
-        c = _start_values(current, name)
+        c = _start_values(current, name, unusable)
         if c is None or not baseline.get(name):
             continue
         b = [float(v) for v in baseline[name]]
@@ -333,6 +350,6 @@ def compare_to_starts(
         rows.append(_row(spec, test, base_value, base_value * math.exp(test.point), tolerance,
                          allowance, alpha, need, est, require_point=True))
     notes = [n for n in (_noise_note(noise, [r.metric for r in rows]),) if n]
-    notes += _mde_notes(rows, "engine starts")
+    notes += _mde_notes(rows, "engine starts") + _unusable_note(unusable)
     k = max((len(v) for v in baseline.values()), default=0)
     return Comparison(tuple(rows), tuple(notes), mode="stored", starts=(k, len(current)))
