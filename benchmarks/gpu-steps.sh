@@ -41,6 +41,10 @@ for s in "$@"; do
     step $s 420 python3 benchmarks/serve_agreement.py --gpu --model llama-3.1-8b \
       --max-model-len 1024 --max-num-seqs 64 --input-len 256 --output-len 256 \
       --concurrency 1 --runs 7 --also-ids --out "$OUT/agree-c1.json" ;;
+  agree-c1n)  # issue 12: TTFT at c1 with 24 prompts per run (3x the p50's sample), 5 runs each
+    step $s 300 python3 benchmarks/serve_agreement.py --gpu --model llama-3.1-8b \
+      --max-model-len 1024 --max-num-seqs 64 --input-len 256 --output-len 256 \
+      --concurrency 1 --runs 5 --min-prompts 24 --out "$OUT/agree-c1n.json" ;;
   serving)     step $s 240 $P suites/test_serving.py $REC --llmperf-json="$OUT/serving.json" ;;
   serving-gate) step $s 240 $P suites/test_serving.py --llmperf-json="$OUT/serving-gate.json" \
                   --llmperf-markdown="$OUT/serving-gate.md" ;;
@@ -54,6 +58,11 @@ for s in "$@"; do
                   --llmperf-json="$OUT/sched.json" ;;
   spec)        step $s 240 $P suites/test_speculative.py $REC --llmperf-baseline-starts=2 \
                   --llmperf-json="$OUT/spec.json" ;;
+  spec-draft)  step $s 150 $P suites/test_speculative.py -k draft $REC --llmperf-baseline-starts=2 \
+                  --llmperf-json="$OUT/spec-draft.json" ;;
+  sched-prefill) step $s 150 $P suites/test_scheduler.py -k prefill $REC --llmperf-baseline-starts=2 \
+                  --llmperf-json="$OUT/sched-prefill.json" ;;
+  memory)      step $s 200 $P suites/test_memory.py --llmperf-json="$OUT/memory.json" ;;
   quant)       step $s 240 $P suites/test_quantization.py $REC --llmperf-baseline-starts=2 \
                   --llmperf-json="$OUT/quant.json" ;;
   gate)        step $s 300 $P suites/ --llmperf-json="$OUT/gate.json" --llmperf-markdown="$OUT/gate.md" ;;
