@@ -8,7 +8,8 @@
 # are recorded outside the checkout (/tmp/llmperf-bl, seeded from baselines/) because the
 # next device call replaces the checkout; after every step that folder is copied to
 # $OUT/bl, so a step cut off by the deadline still returns the rows it finished (baseline
-# files are written one test at a time).
+# files are written one test at a time). STARTS=N sets the engine starts of the spec-draft
+# and sched-prefill recordings (default 2).
 set -u
 OUT=${OUT:-/tmp/llmperf-out}
 BL=/tmp/llmperf-bl
@@ -58,9 +59,9 @@ for s in "$@"; do
                   --llmperf-json="$OUT/sched.json" ;;
   spec)        step $s 240 $P suites/test_speculative.py $REC --llmperf-baseline-starts=2 \
                   --llmperf-json="$OUT/spec.json" ;;
-  spec-draft)  step $s 150 $P suites/test_speculative.py -k draft $REC --llmperf-baseline-starts=2 \
+  spec-draft)  step $s 150 $P suites/test_speculative.py -k draft $REC --llmperf-baseline-starts=${STARTS:-2} \
                   --llmperf-json="$OUT/spec-draft.json" ;;
-  sched-prefill) step $s 150 $P suites/test_scheduler.py -k prefill $REC --llmperf-baseline-starts=2 \
+  sched-prefill) step $s 150 $P suites/test_scheduler.py -k prefill $REC --llmperf-baseline-starts=${STARTS:-2} \
                   --llmperf-json="$OUT/sched-prefill.json" ;;
   memory)      step $s 200 $P suites/test_memory.py --llmperf-json="$OUT/memory.json" ;;
   quant)       step $s 240 $P suites/test_quantization.py $REC --llmperf-baseline-starts=2 \
