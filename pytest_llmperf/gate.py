@@ -171,6 +171,12 @@ def compare_entry(
     return "compared", comparison, messages
 
 
+def speed_factor(entry: BaselineEntry | None, now: HostSpeed | None) -> float:
+    """The factor the gate applies to ``entry``'s rates on this runner (1.0: none)."""
+    scaled = _speed_scaled(entry, now) if entry is not None else None
+    return 1.0 if scaled is None else scaled[0].factor
+
+
 def _speed_scaled(entry: BaselineEntry, now: HostSpeed | None
                   ) -> tuple[SpeedAdjustment, BaselineEntry] | None:
     """The entry as this runner would have measured it (rates times the speed ratio,

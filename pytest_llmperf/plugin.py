@@ -1277,9 +1277,14 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
     if (llm is None or is_worker(session.config) or llm.interrupted or not llm.verdicts
             or llm.options.suite_check is None):
         return result
+    from .gate import speed_factor
     from .suitecheck import check_suite
 
-    llm.suite_checks = check_suite(_run_report(llm, session.config).tests, llm.options.suite_check)
+    factors = {v.test_id: speed_factor(v.baseline, llm.host_speed) for v in llm.verdicts
+               if v.baseline_status == "compared" and v.result is not None
+               and v.result.device == "cpu"}
+    llm.suite_checks = check_suite(_run_report(llm, session.config).tests, llm.options.suite_check,
+                                   speed_factors=factors)
     if any(c.failed for c in llm.suite_checks):
         session.testsfailed += 1
     return result

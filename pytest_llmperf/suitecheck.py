@@ -17,6 +17,12 @@ base commit in paired mode) and calls a regression when
 - the worsenings are above zero with confidence: a one-sided Wilcoxon signed-rank
   test over the tests, p below ``ALPHA``.
 
+Where the gate scaled a test's baseline by the runner probe (a factor f), the threshold
+grows by |ln f|: inside its band the probe's reading has been off by about the size of
+its correction (it read two unchanged runs 5.5% and 9.3% faster than the recording
+while the engines ran at the recording's speed), so a shift of that size may be the
+probe's and not the code's.
+
 This is the per-test rule (beyond tolerance and beyond noise) one level up. It runs
 per hardware key (tests of two runners are never pooled) and needs ``MIN_TESTS``
 compared tests of a metric, fewer give no verdict. Like the per-test gate against a
@@ -82,6 +88,7 @@ class MetricShift:
     threshold: float
     p_value: float | None
     verdict: str  # "regression" | "improvement" | "ok" | "too few tests"
+    allowance: float = 0.0  # part of ``threshold`` granted to the runner probe's correction
 
     @property
     def median_worsening(self) -> float:
@@ -89,8 +96,10 @@ class MetricShift:
 
     def describe(self) -> str:
         p = "" if self.p_value is None else f", p={self.p_value:.2g}"
+        probe = (f", {self.allowance:.1%} of it for the speed probe's correction"
+                 if self.allowance else "")
         return (f"{self.metric}: median change {self.median_change:+.1%} over {self.tests} tests "
-                f"(threshold {self.threshold:.0%}{p}): {self.verdict}")
+                f"(threshold {self.threshold:.1%}{probe}{p}): {self.verdict}")
 
 
 @dataclass(frozen=True)
@@ -153,17 +162,23 @@ def wilcoxon_greater(values: Sequence[float]) -> float:
     return float(stats.wilcoxon(nonzero, alternative="greater").pvalue)
 
 
-def shift_of(metric: str, rows: Sequence[_Row], share: float, alpha: float = ALPHA
-             ) -> MetricShift:
-    """The verdict on one metric from the rows of every test that compared it."""
+def shift_of(metric: str, rows: Sequence[_Row], share: float, alpha: float = ALPHA,
+             allowances: Sequence[float] = ()) -> MetricShift:
+    """The verdict on one metric from the rows of every test that compared it;
+    ``allowances[i]``: |ln f| of the probe's factor applied to row i's baseline."""
     spec = metric_spec(metric)
-    rows = [r for r in rows if math.isfinite(r.change)]
+    if allowances and len(allowances) != len(rows):
+        raise ValueError("one allowance per row")
+    pairs = [(r, a) for r, a in zip(rows, allowances or [0.0] * len(rows), strict=True)
+             if math.isfinite(r.change)]
+    rows = [r for r, _ in pairs]
+    allowance = statistics.median(a for _, a in pairs) if pairs else 0.0
     own = statistics.median(r.tolerance for r in rows) if rows else spec.tolerance
-    threshold = max(share * own, spec.noise_floor)
+    threshold = max(share * own, spec.noise_floor) + allowance
     if len(rows) < MIN_TESTS:
         change = statistics.median(r.change for r in rows) if rows else math.nan
         return MetricShift(metric, spec.direction, len(rows), change, threshold, None,
-                           "too few tests")
+                           "too few tests", allowance)
     change = statistics.median(r.change for r in rows)
     worse = [r.worsening for r in rows]
     worsening = statistics.median(worse)
@@ -174,22 +189,30 @@ def shift_of(metric: str, rows: Sequence[_Row], share: float, alpha: float = ALP
         verdict, p = "improvement", p_better
     else:
         verdict, p = "ok", p_worse
-    return MetricShift(metric, spec.direction, len(rows), change, threshold, p, verdict)
+    return MetricShift(metric, spec.direction, len(rows), change, threshold, p, verdict, allowance)
 
 
 def check_suite(records: Iterable[_Record], share: float = DEFAULT_SHARE,
-                alpha: float = ALPHA) -> tuple[SuiteCheck, ...]:
-    """One ``SuiteCheck`` per hardware key among ``records`` that compared any test."""
+                alpha: float = ALPHA, speed_factors: Mapping[str, float] | None = None,
+                ) -> tuple[SuiteCheck, ...]:
+    """One ``SuiteCheck`` per hardware key among ``records`` that compared any test.
+
+    ``speed_factors``: test id -> the runner probe's factor the gate applied to that
+    test's baseline (absent: 1, nothing applied)."""
     if not 0 < share <= 1:
         raise ValueError(f"suite check share {share!r}: must be a fraction in (0, 1]")
-    by_key: dict[str | None, dict[str, list[_Row]]] = {}
+    factors = speed_factors or {}
+    by_key: dict[str | None, dict[str, list[tuple[_Row, float]]]] = {}
     for record in records:
+        allowance = abs(math.log(factors.get(record.test_id, 1.0)))
         for row in record.comparison or ():
-            by_key.setdefault(record.hardware_key, {}).setdefault(row.metric, []).append(row)
+            by_key.setdefault(record.hardware_key, {}).setdefault(row.metric, []).append(
+                (row, allowance))
     checks = []
     for key in sorted(by_key, key=lambda k: k or ""):
         rows = by_key[key]
         order = sorted(rows, key=lambda m: list(METRICS).index(m) if m in METRICS else len(METRICS))
-        shifts = tuple(shift_of(m, rows[m], share, alpha) for m in order)
+        shifts = tuple(shift_of(m, [r for r, _ in rows[m]], share, alpha,
+                                [a for _, a in rows[m]]) for m in order)
         checks.append(SuiteCheck(key, share, shifts, alpha))
     return tuple(checks)

@@ -81,6 +81,24 @@ def test_the_share_sets_the_threshold_and_the_noise_floor_bounds_it() -> None:
     assert gpu_loss.failed
 
 
+def test_a_probe_correction_widens_the_threshold_by_its_size() -> None:
+    # The CI runner of stop 21: the probe read it 14% slower (factor 0.86) while its
+    # engines ran 16-31% slower; scaled, the tests still sit ~13% below their baselines.
+    records = _run(-0.13, 0.05)
+    [bare] = check_suite(records)
+    assert bare.failed
+    factors = {r.test_id: 0.86 for r in records}
+    [probed] = check_suite(records, speed_factors=factors)
+    shift = probed.shifts[0]
+    assert not probed.failed
+    assert shift.allowance == pytest.approx(abs(math.log(0.86)))
+    assert shift.threshold == pytest.approx(0.10 + abs(math.log(0.86)))
+    assert "15.1% of it for the speed probe's correction" in shift.describe()
+    # A loss beyond both still fails.
+    [lost] = check_suite(_run(-0.35, 0.05), speed_factors=factors)
+    assert lost.failed
+
+
 def test_latencies_count_in_their_own_direction() -> None:
     [slower] = check_suite(_run(+0.25, 0.1, tolerance=0.75, metric="tpot_p50_ms"))
     assert slower.failed and slower.shifts[0].threshold == pytest.approx(0.1875)
@@ -239,3 +257,31 @@ def test_a_bad_share_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--llmperf-suite-check=lots")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--llmperf-suite-check='lots': expected a share*"])
+
+
+def test_the_plugin_widens_the_check_by_the_probes_correction(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    import fake_engine
+
+    fake = fake_engine.install(monkeypatch)
+    # The module the plugin imports from (pytester's module snapshots can leave the
+    # package attribute pointing at an older copy).
+    hostspeed = sys.modules["pytest_llmperf.hostspeed"]
+    score = {"now": 100.0}
+    monkeypatch.setattr(hostspeed, "measure_host_speed", lambda: hostspeed.HostSpeed(
+        score=score["now"], spread=0.0, parts={"python": score["now"]}))
+    pytester.makepyfile(test_suite=SUITE)
+    pytester.runpytest("--llmperf-update-baselines").assert_outcomes(passed=8)
+    # The probe reads the runner 20% slower; the engines lost 30%: scaled, 12.5% below,
+    # beyond the bare 10% threshold, inside 10% + |ln 0.8| = 32%.
+    fake.tok_s, score["now"] = 700.0, 80.0
+    probed = pytester.runpytest("--llmperf-confirm=0")
+    assert probed.ret == pytest.ExitCode.OK, probed.stdout.str()
+    probed.stdout.fnmatch_lines(["suite check on *: passed*"])
+    assert "FAILED" not in probed.stdout.str()
+    unprobed = pytester.runpytest("--llmperf-confirm=0", "--llmperf-no-speed-probe")
+    unprobed.assert_outcomes(passed=8)
+    assert unprobed.ret == pytest.ExitCode.TESTS_FAILED
+    unprobed.stdout.fnmatch_lines(["*output_tok_s: median change -30.0% over 8 tests*"])
