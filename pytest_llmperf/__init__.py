@@ -26,6 +26,7 @@ _PLUGIN_ATTRS = (
     "pytest_runtest_setup",
     "pytest_runtest_call",
     "pytest_runtest_teardown",
+    "pytest_runtestloop",
     "pytest_terminal_summary",
     "pytest_xdist_auto_num_workers",
     "llmperf",
