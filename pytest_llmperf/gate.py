@@ -72,6 +72,9 @@ class Verdict:
     # inside the test): the report keeps them so a chart can draw the test's own curve.
     points: list[PerfResult] = field(default_factory=list)
     derived: dict[str, float] = field(default_factory=dict)  # derived.py: cost, roofline
+    # The runner probe's factor the gate applied to the stored entry (hostspeed.py); 1.0
+    # when it applied none. The suite check widens its threshold by it.
+    speed_factor: float = 1.0
 
     @property
     def regressed(self) -> bool:

@@ -1085,6 +1085,10 @@ def _gate_against_store(item: pytest.Item, session: LLMPerfSession, plan: Plan, 
 
         comparison, verdict.confirmations = settle(decide, another, confirm)
     verdict.baseline_status, verdict.comparison = status, comparison
+    if status == "compared" and result.device == "cpu":
+        from .gate import speed_factor
+
+        verdict.speed_factor = speed_factor(stored, session.host_speed)
     verdict.messages.extend(messages)
     if comparison is not None:
         verdict.messages.extend(comparison.notes)  # the noise's source, unresolvable tolerances
@@ -1277,12 +1281,10 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
     if (llm is None or is_worker(session.config) or llm.interrupted or not llm.verdicts
             or llm.options.suite_check is None):
         return result
-    from .gate import speed_factor
     from .suitecheck import check_suite
 
-    factors = {v.test_id: speed_factor(v.baseline, llm.host_speed) for v in llm.verdicts
-               if v.baseline_status == "compared" and v.result is not None
-               and v.result.device == "cpu"}
+    # Each verdict carries the factor its gate applied (under xdist, the worker's probe).
+    factors = {v.test_id: v.speed_factor for v in llm.verdicts}
     llm.suite_checks = check_suite(_run_report(llm, session.config).tests, llm.options.suite_check,
                                    speed_factors=factors)
     if any(c.failed for c in llm.suite_checks):
