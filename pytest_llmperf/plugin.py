@@ -1283,10 +1283,8 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
         return result
     from .suitecheck import check_suite
 
-    # Each verdict carries the factor its gate applied (under xdist, the worker's probe).
-    factors = {v.test_id: v.speed_factor for v in llm.verdicts}
-    llm.suite_checks = check_suite(_run_report(llm, session.config).tests, llm.options.suite_check,
-                                   speed_factors=factors)
+    # Each record carries the probe factor its gate applied (under xdist, the worker's).
+    llm.suite_checks = check_suite(_run_report(llm, session.config).tests, llm.options.suite_check)
     if any(c.failed for c in llm.suite_checks):
         session.testsfailed += 1
     return result

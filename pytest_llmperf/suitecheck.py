@@ -202,13 +202,15 @@ def check_suite(records: Iterable[_Record], share: float = DEFAULT_SHARE,
     """One ``SuiteCheck`` per hardware key among ``records`` that compared any test.
 
     ``speed_factors``: test id -> the runner probe's factor the gate applied to that
-    test's baseline (absent: 1, nothing applied)."""
+    test's baseline; absent, a record's own ``speed_factor`` (report records carry
+    it), else 1 (nothing applied)."""
     if not 0 < share <= 1:
         raise ValueError(f"suite check share {share!r}: must be a fraction in (0, 1]")
     factors = speed_factors or {}
     by_key: dict[str | None, dict[str, list[tuple[_Row, float]]]] = {}
     for record in records:
-        allowance = abs(math.log(factors.get(record.test_id, 1.0)))
+        factor = factors.get(record.test_id, getattr(record, "speed_factor", 1.0))
+        allowance = abs(math.log(factor))
         for row in record.comparison or ():
             by_key.setdefault(record.hardware_key, {}).setdefault(row.metric, []).append(
                 (row, allowance))

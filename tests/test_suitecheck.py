@@ -287,3 +287,17 @@ def test_the_plugin_widens_the_check_by_the_probes_correction(
     unprobed.assert_outcomes(passed=8)
     assert unprobed.ret == pytest.ExitCode.TESTS_FAILED
     unprobed.stdout.fnmatch_lines(["*output_tok_s: median change -30.0% over 8 tests*"])
+
+
+def test_report_records_carry_the_probe_factor_to_a_merge(tmp_path: Path) -> None:
+    from pytest_llmperf.reports.model import TestRecord
+
+    records = _run(-0.13, 0.05)
+    report = RunReport(tests=tuple(
+        TestRecord(test_id=r.test_id, outcome="pass", hardware_key=r.hardware_key,
+                   baseline_status="compared", comparison=r.comparison, speed_factor=0.86)
+        for r in records))
+    again = read_json(write_json(report, tmp_path / "r.json"))
+    assert {t.speed_factor for t in again.tests} == {0.86}
+    [check] = check_suite(again.tests)  # as merge --suite-check does
+    assert not check.failed and check.shifts[0].allowance == pytest.approx(abs(math.log(0.86)))

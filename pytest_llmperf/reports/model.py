@@ -125,6 +125,7 @@ class TestRecord:
     base: PerfResult | None = None
     # every result of a test that measured several (a sweep inside it), for its curve
     points: tuple[PerfResult, ...] = ()
+    speed_factor: float = 1.0  # the runner probe's factor applied to the baseline (gate.py)
 
     @property
     def label(self) -> str:
@@ -187,6 +188,7 @@ class TestRecord:
             baseline=getattr(verdict, "baseline", None),
             base=getattr(verdict, "base_result", None),
             points=tuple(getattr(verdict, "points", ())),
+            speed_factor=getattr(verdict, "speed_factor", 1.0),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -208,6 +210,7 @@ class TestRecord:
             "baseline": None if self.baseline is None else self.baseline.to_json(),
             "base": None if self.base is None else self.base.to_json(),
             "points": [p.to_json() for p in self.points],
+            "speed_factor": self.speed_factor,
         })
 
     @classmethod
@@ -236,6 +239,7 @@ class TestRecord:
             else BaselineEntry.from_json(data["test_id"], data["baseline"]),
             base=_result(data.get("base")),
             points=tuple(r for r in (_result(p) for p in data.get("points", ())) if r is not None),
+            speed_factor=float(data.get("speed_factor", 1.0)),
         )
 
 
