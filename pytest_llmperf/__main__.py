@@ -64,14 +64,14 @@ def _merge(args: argparse.Namespace) -> int:
     return 1 if args.check and merged.failed else 0
 
 
-def _share(text: str) -> float:
+def _share(text: str) -> float | None:
+    """--suite-check SHARE|off, read as --llmperf-suite-check is (None: off)."""
+    from .options import OptionError, parse_suite_check
+
     try:
-        share = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a share like 0.25") from None
-    if not 0 < share <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: the share must be in (0, 1]")
-    return share
+        return parse_suite_check(text)
+    except OptionError as exc:
+        raise argparse.ArgumentTypeError(exc.reason.lstrip("=")) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--check", action="store_true",
                    help="exit 1 when any test failed or regressed, or the suite check failed "
                         "(default: exit 0)")
-    m.add_argument("--suite-check", metavar="SHARE", type=_share, default=None,
+    m.add_argument("--suite-check", metavar="SHARE|off", type=_share, default=None,
                    help="apply the suite check over the merged tests: fail when a metric's median "
                         "change is worse than SHARE of its tolerance (default: not applied)")
     m.set_defaults(func=_merge)

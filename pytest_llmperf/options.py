@@ -273,7 +273,7 @@ class RunOptions:
             except BudgetError as exc:
                 raise OptionError(flag("llmperf_memory_budget"), f": {exc}") from None
 
-        suite_check = _suite_check(get("llmperf_suite_check"))
+        suite_check = parse_suite_check(get("llmperf_suite_check"))
 
         # Conflicts: options that together would record a wrong baseline or be ignored.
         if update and slowdown:
@@ -362,7 +362,7 @@ class RunOptions:
         )
 
 
-def _suite_check(raw: Any) -> float | None:
+def parse_suite_check(raw: Any) -> float | None:
     """--llmperf-suite-check SHARE|off: None when off, else the share in (0, 1]."""
     if raw is None:
         return DEFAULT_SUITE_CHECK

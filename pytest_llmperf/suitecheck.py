@@ -74,6 +74,8 @@ class _Record(Protocol):
     def hardware_key(self) -> str | None: ...
     @property
     def comparison(self) -> Sequence[Any] | None: ...
+    @property
+    def speed_factor(self) -> float: ...  # the runner probe's factor its gate applied
 
 
 @dataclass(frozen=True)
@@ -197,20 +199,13 @@ def shift_of(metric: str, rows: Sequence[_Row], share: float, alpha: float = ALP
 
 
 def check_suite(records: Iterable[_Record], share: float = DEFAULT_SHARE,
-                alpha: float = ALPHA, speed_factors: Mapping[str, float] | None = None,
-                ) -> tuple[SuiteCheck, ...]:
-    """One ``SuiteCheck`` per hardware key among ``records`` that compared any test.
-
-    ``speed_factors``: test id -> the runner probe's factor the gate applied to that
-    test's baseline; absent, a record's own ``speed_factor`` (report records carry
-    it), else 1 (nothing applied)."""
+                alpha: float = ALPHA) -> tuple[SuiteCheck, ...]:
+    """One ``SuiteCheck`` per hardware key among ``records`` that compared any test."""
     if not 0 < share <= 1:
         raise ValueError(f"suite check share {share!r}: must be a fraction in (0, 1]")
-    factors = speed_factors or {}
     by_key: dict[str | None, dict[str, list[tuple[_Row, float]]]] = {}
     for record in records:
-        factor = factors.get(record.test_id, getattr(record, "speed_factor", 1.0))
-        allowance = abs(math.log(factor))
+        allowance = abs(math.log(record.speed_factor))
         for row in record.comparison or ():
             by_key.setdefault(record.hardware_key, {}).setdefault(row.metric, []).append(
                 (row, allowance))

@@ -38,6 +38,7 @@ class _Rec:
     test_id: str
     hardware_key: str | None
     comparison: tuple[MetricComparison, ...] | None
+    speed_factor: float = 1.0
 
 
 def _run(shift: float, noise: float, n: int = 20, *, tolerance: float = 0.40, key: str = "cpu-x",
@@ -89,15 +90,14 @@ def test_a_probe_correction_widens_the_threshold_by_its_size() -> None:
     records = _run(-0.13, 0.05)
     [bare] = check_suite(records)
     assert bare.failed
-    factors = {r.test_id: 0.86 for r in records}
-    [probed] = check_suite(records, speed_factors=factors)
+    [probed] = check_suite([replace(r, speed_factor=0.86) for r in records])
     shift = probed.shifts[0]
     assert not probed.failed
     assert shift.allowance == pytest.approx(abs(math.log(0.86)))
     assert shift.threshold == pytest.approx(0.10 + abs(math.log(0.86)))
     assert "15.1% of it for the speed probe's correction" in shift.describe()
     # A loss beyond both still fails.
-    [lost] = check_suite(_run(-0.35, 0.05), speed_factors=factors)
+    [lost] = check_suite([replace(r, speed_factor=0.86) for r in _run(-0.35, 0.05)])
     assert lost.failed
 
 
