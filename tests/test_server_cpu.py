@@ -263,14 +263,26 @@ def test_plugin_agrees_with_vllm_bench_serve(server: ServerHandle) -> None:
     spec.loader.exec_module(agree)
     tokenizer = served_model_dir(resolve_model("tiny-llama-2l"))
     runs = []
+    redone = 0
     with tempfile.TemporaryDirectory() as out:
         for r, order in enumerate((("plugin", "bench"), ("bench", "plugin"))):
-            for tool in order:
-                if tool == "plugin":
-                    res = agree.plugin_run(server, 4, 16, 128, 64, seed=r)
-                else:
-                    res = agree.bench_run(server, tokenizer, 4, 16, 128, 64, r, out)
-                runs.append({"tool": tool, "concurrency": 4, "run": r, **res})
+            # A round whose plugin run saw streams arrive in one burst (a starved API
+            # server: their TPOT is 0, which drags the p50 down; seen once in a full
+            # run on 2026-12-03, plugin TPOT p50 1.47 ms against 4.27) measured the
+            # machine, not the client: it is run again, at most twice in all.
+            while True:
+                pair = []
+                for tool in order:
+                    if tool == "plugin":
+                        res = agree.plugin_run(server, 4, 16, 128, 64, seed=r)
+                    else:
+                        res = agree.bench_run(server, tokenizer, 4, 16, 128, 64, r, out)
+                    pair.append({"tool": tool, "concurrency": 4, "run": r, **res})
+                bursty = any(p.get("bursty") for p in pair)
+                if not bursty or redone == 2:
+                    break
+                redone += 1
+            runs.extend(pair)
     (row,) = agree.summarise(runs)
     for metric, bound in AGREEMENT_BOUND.items():
         assert abs(row[metric]["rel_diff"]) <= bound, (metric, row[metric])
