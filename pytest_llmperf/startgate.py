@@ -208,8 +208,9 @@ def _start_values(starts: Sequence[StartValues], name: str, unusable: list[str]
     try:
         return [start_value(s[name]) for s in starts]
     except ValueError:
-        bad = next(v for s in starts for v in s[name] if not (math.isfinite(v) and v > 0))
-        unusable.append(f"{name} (a trial measured {bad:g})")
+        bad = next((v for s in starts for v in s[name] if not (math.isfinite(v) and v > 0)), None)
+        unusable.append(f"{name} (a trial measured {bad:g})" if bad is not None
+                        else f"{name} (a start without trials)")
         return None
 
 
