@@ -12,6 +12,7 @@ import importlib.metadata
 import json
 import os
 import signal
+import statistics
 import tempfile
 import threading
 import time
@@ -241,12 +242,34 @@ def test_sweep_stores_one_baseline_entry_per_point(pytester: pytest.Pytester, se
     assert "goodput_req_s" in entries["test_sweep[c=1]"]["metrics"]
 
 
-# How far the plugin's medians may sit from vllm bench serve's on two shared cores: the
-# largest run-to-run spread either tool showed on its own in benchmarks/serve_agreement.py
+# How far the plugin may sit from vllm bench serve on two shared cores: the largest
+# run-to-run spread either tool showed on its own in benchmarks/serve_agreement.py
 # (benchmarks/RESULTS.md, "Serving: agreement with vllm bench serve": TPOT p50 up to 43%,
 # output tok/s up to 42%). Loose, but it still catches a client that counts or times
 # tokens wrongly (a factor, not percent). On an H100 the same script targets 3%.
 AGREEMENT_BOUND = {"tpot_p50_ms": 0.45, "output_tok_s": 0.45}
+# Rounds of one plugin run and one vllm bench serve run back to back (order alternating).
+# The test compares the median of the per-round ratios: this 2-core machine changes speed
+# by 2-3x between states (benchmarks/RESULTS.md, "speed states"), and a change between
+# rounds cancels in a ratio taken within a round. With medians over two rounds instead,
+# one state change failed it on 2026-12-03 (output tok/s plugin 403 against 794, -49%).
+AGREEMENT_ROUNDS = 3
+
+
+def paired_ratios(runs: list[dict], metric: str) -> list[float]:
+    """plugin / bench for each round of ``runs`` (rows with "run" and "tool")."""
+    by_round: dict[int, dict[str, float]] = {}
+    for r in runs:
+        by_round.setdefault(r["run"], {})[r["tool"]] = r[metric]
+    return [v["plugin"] / v["bench"] for _, v in sorted(by_round.items())]
+
+
+def test_paired_ratios_cancel_a_speed_change_between_rounds() -> None:
+    runs = [{"run": 0, "tool": "plugin", "m": 400.0}, {"run": 0, "tool": "bench", "m": 420.0},
+            {"run": 1, "tool": "bench", "m": 800.0}, {"run": 1, "tool": "plugin", "m": 790.0}]
+    assert paired_ratios(runs, "m") == pytest.approx([400 / 420, 790 / 800])
+    # pooled medians would call this -17% on a machine that doubled its speed once
+    assert statistics.median(paired_ratios(runs, "m")) - 1 == pytest.approx(-0.03, abs=0.01)
 
 
 def test_plugin_agrees_with_vllm_bench_serve(server: ServerHandle) -> None:
@@ -265,7 +288,8 @@ def test_plugin_agrees_with_vllm_bench_serve(server: ServerHandle) -> None:
     runs = []
     redone = 0
     with tempfile.TemporaryDirectory() as out:
-        for r, order in enumerate((("plugin", "bench"), ("bench", "plugin"))):
+        for r in range(AGREEMENT_ROUNDS):
+            order = ("plugin", "bench") if r % 2 == 0 else ("bench", "plugin")
             # A round whose plugin run saw streams arrive in one burst (a starved API
             # server: their TPOT is 0, which drags the p50 down; seen once in a full
             # run on 2026-12-03, plugin TPOT p50 1.47 ms against 4.27) measured the
@@ -283,9 +307,9 @@ def test_plugin_agrees_with_vllm_bench_serve(server: ServerHandle) -> None:
                     break
                 redone += 1
             runs.extend(pair)
-    (row,) = agree.summarise(runs)
     for metric, bound in AGREEMENT_BOUND.items():
-        assert abs(row[metric]["rel_diff"]) <= bound, (metric, row[metric])
+        ratios = paired_ratios(runs, metric)
+        assert abs(statistics.median(ratios) - 1.0) <= bound, (metric, ratios)
 
 
 def test_server_that_dies_mid_run_fails_with_its_log(server: ServerHandle) -> None:
