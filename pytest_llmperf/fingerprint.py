@@ -59,6 +59,10 @@ class Fingerprint:
     vllm_version: str | None
     torch_version: str | None
     python: str
+    # The physical GPUs measured (NVML UUIDs, in the engine's order); empty on the CPU or
+    # when unknown (fingerprints stored before this field). Not part of the hardware key:
+    # it tells the gate whether a baseline was recorded on this very machine.
+    gpu_uuids: tuple[str, ...] = ()
 
     @property
     def hardware_key(self) -> str:
@@ -72,13 +76,28 @@ class Fingerprint:
         return f"cpu-{_cpu_slug(self.cpu_model)}-{self.cpu_count}c"
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        uuids = data.pop("gpu_uuids")
+        if uuids:  # a CPU fingerprint stays as it was before the field existed
+            data["gpu_uuids"] = list(uuids)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fingerprint:
         """Build from a stored dict; unknown keys (from newer versions) are ignored."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        kw = {k: v for k, v in data.items() if k in known}
+        if "gpu_uuids" in kw:
+            kw["gpu_uuids"] = tuple(kw["gpu_uuids"] or ())
+        return cls(**kw)
+
+    def same_machine(self, other: Fingerprint) -> bool | None:
+        """True when both measured the same physical GPUs, False when they name different
+        ones, None when either does not say (a CPU run, or a fingerprint from before
+        GPU UUIDs were recorded)."""
+        if not self.gpu_uuids or not other.gpu_uuids:
+            return None
+        return sorted(self.gpu_uuids) == sorted(other.gpu_uuids)
 
     def software_differences(self, other: Fingerprint) -> list[str]:
         """Human notes on software that changed from ``self`` (baseline) to ``other`` (now).
@@ -166,6 +185,7 @@ def _gpu_facts(gpus: Sequence[VisibleGpu] | None) -> dict[str, Any]:
             f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r} hides them all)"
         )
     return {
+        "gpu_uuids": tuple(g.uuid for g in gpus),
         "gpu_name": gpus[0].name,
         "gpu_count": len(gpus),
         "gpu_memory_mib": gpus[0].memory_total_mib,

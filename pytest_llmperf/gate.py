@@ -13,6 +13,7 @@ from typing import Any
 
 from .baselines import BaselineEntry
 from .config import Limits
+from .fingerprint import Fingerprint
 from .hostspeed import HostSpeed, SpeedAdjustment, adjustment
 from .metrics import METRICS, speed_exponent
 from .noise import estimate_all
@@ -112,6 +113,29 @@ def _gated_values(result: PerfResult) -> dict[str, list[float]]:
     return current
 
 
+def _short_ids(uuids: Sequence[str]) -> str:
+    return ", ".join(u[:12] for u in uuids)
+
+
+def machine_floors(entry: BaselineEntry, machine: Fingerprint) -> tuple[dict[str, float] | None, str]:
+    """(allowance per metric, why) for a stored entry measured now on ``machine``: None
+    and "" when the entry names the same GPUs; else every metric's ``between_machines``
+    floor, since two GPUs of one model differ by more than one GPU's engine starts."""
+    recorded = entry.parsed_fingerprint()
+    same = recorded.same_machine(machine)
+    if same:
+        return None, ""
+    floors = {n: s.between_machines for n, s in METRICS.items() if s.gated}
+    raised = [f"{n} {s.between_machines:.1%}" for n, s in METRICS.items()
+              if s.gated and s.between_machines > s.noise_floor]
+    where = (f"on other GPUs ({_short_ids(recorded.gpu_uuids)}; now {_short_ids(machine.gpu_uuids)})"
+             if same is False else "on GPUs it does not name (recorded before GPU UUIDs were stored)")
+    return floors, (f"baseline recorded {where}: a change must also clear the drift between "
+                    f"machines of one type ({', '.join(raised)}); re-record it on this runner "
+                    "(--llmperf-update-baselines), or gate in paired mode (--llmperf-ab), "
+                    "for the tighter floors")
+
+
 def runner_noise(entry: BaselineEntry | None, file_entries: Iterable[BaselineEntry] = ()) -> dict[str, Any]:
     """Between-start noise per metric, learned from the per-start medians of ``entry``
     (this test) and of the other entries of its baseline file."""
@@ -127,6 +151,7 @@ def compare_entry(
     compare: Callable[..., Any] | None = None,
     file_entries: Iterable[BaselineEntry] = (),
     host_speed: HostSpeed | None = None,
+    machine: Fingerprint | None = None,
 ) -> tuple[str, Comparison | None, list[str]]:
     """(status, comparison, messages) for a result against its stored entry.
 
@@ -140,6 +165,10 @@ def compare_entry(
     one too and the two differ beyond the probe's dead band, the entry's rates and
     times are first scaled to this runner (``hostspeed.adjustment``); too far apart,
     it is compared unscaled, and the message says so.
+
+    ``machine``: this session's fingerprint of the GPUs measured. When the entry was
+    recorded on other GPUs, or names none, changes must clear each metric's
+    ``between_machines`` floor (``machine_floors``), and a message says why.
     """
     starts = [result] if isinstance(result, PerfResult) else list(result)
     first = starts[0]
@@ -157,6 +186,11 @@ def compare_entry(
         adj, entry = scaled
         if adj.message:
             messages.append(adj.message)
+    floors: dict[str, float] | None = None
+    if machine is not None and first.device == "gpu":
+        floors, why = machine_floors(entry, machine)
+        if why:
+            messages.append(why)
     per_start = [_gated_values(r) for r in starts]
     comparison = None
     if compare is not None:
@@ -168,7 +202,7 @@ def compare_entry(
                              tolerances=dict(tolerances))
     if comparison is None:
         comparison = compare_to_starts(per_start, entry.start_medians(), tolerances=tolerances,
-                                       noise=runner_noise(entry, file_entries))
+                                       noise=runner_noise(entry, file_entries), floors=floors)
     if entry.vllm_version and first.vllm_version and entry.vllm_version != first.vllm_version:
         messages.append(f"baseline vLLM {entry.vllm_version}, now {first.vllm_version}")
     return "compared", comparison, messages

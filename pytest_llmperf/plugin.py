@@ -1067,13 +1067,14 @@ def _gate_against_store(item: pytest.Item, session: LLMPerfSession, plan: Plan, 
     def custom(**kw: Any) -> Any:
         return hook(config=item.config, item=item, **kw)
 
+    machine = session.fingerprint_for(plan)
     status, comparison, messages = compare_entry(starts, stored, tolerances, compare=custom,
                                                  file_entries=file_entries,
-                                                 host_speed=session.host_speed)
+                                                 host_speed=session.host_speed, machine=machine)
 
     def decide() -> Any:
-        return compare_entry(starts, stored, tolerances, compare=custom,
-                             file_entries=file_entries, host_speed=session.host_speed)[1]
+        return compare_entry(starts, stored, tolerances, compare=custom, file_entries=file_entries,
+                             host_speed=session.host_speed, machine=machine)[1]
 
     confirm = session.confirm
     if comparison is not None and comparison.state == "regression" and confirm:

@@ -319,9 +319,13 @@ def compare_to_starts(
     noise: Mapping[str, NoiseEstimate] | None = None,
     metrics: Iterable[str] | None = None,
     alpha: float = ALPHA,
+    floors: Mapping[str, float] | None = None,
 ) -> Comparison:
     """Stored-baseline verdict: ``current`` engine starts (trial values each) against a
-    baseline's per-start medians (``baseline[metric]``, one value per recorded start)."""
+    baseline's per-start medians (``baseline[metric]``, one value per recorded start).
+    ``floors``: the allowance per metric a change must clear (default: its
+    ``noise_floor``; ``gate.compare_entry`` passes ``between_machines`` when the
+    baseline came from another machine)."""
     if not current:
         raise ValueError("need at least one current engine start")
     tols = _check_tolerances(tolerances, "tolerances")
@@ -338,7 +342,7 @@ def compare_to_starts(
         noise[name] = est
         test = two_sample_test(b, c, est)
         tolerance = tols.get(name, spec.tolerance)
-        allowance = spec.noise_floor
+        allowance = (floors or {}).get(name, spec.noise_floor)
         k = len(b)
         sigma2 = test.se**2 / (1.0 / test.n + 1.0 / k)
 

@@ -144,6 +144,8 @@ def test_collect_gpu_fingerprint_with_fake_nvml(monkeypatch: pytest.MonkeyPatch)
     assert (fp.gpu_name, fp.gpu_count, fp.gpu_memory_mib) == ("NVIDIA H100 80GB HBM3", 2, 81920)
     assert (fp.driver, fp.cuda) == ("580.65.06", "13.0")
     assert fp.hardware_key == "nvidia-h100-80gb-hbm3-x2"
+    assert len(fp.gpu_uuids) == 2 and len(set(fp.gpu_uuids)) == 2
+    assert all(u.startswith("GPU-") for u in fp.gpu_uuids)
     assert fake.calls == ["init", "shutdown"]
 
 
@@ -179,9 +181,11 @@ def test_nvml_init_failure_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_fingerprint_fields_match_cpu_defaults() -> None:
-    """The CPU path fills every field (no field forgotten when the dataclass grows)."""
+    """The CPU path fills every field (no field forgotten when the dataclass grows); the
+    GPU UUIDs are left out of a CPU fingerprint's JSON, which stays as it was."""
     fp = collect_fingerprint("cpu")
-    assert set(fp.to_json()) == {f.name for f in dataclasses.fields(Fingerprint)}
+    assert fp.gpu_uuids == ()
+    assert set(fp.to_json()) == {f.name for f in dataclasses.fields(Fingerprint)} - {"gpu_uuids"}
 
 
 def test_git_commit_outside_a_repo(tmp_path: Path) -> None:

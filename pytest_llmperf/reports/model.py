@@ -352,6 +352,10 @@ class MergeError(ValueError):
     """Shard reports that cannot be one report; the message names the files."""
 
 
+def _sans_uuids(fp: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fp.items() if k != "gpu_uuids"}
+
+
 def merge_reports(reports: Sequence[tuple[str, RunReport]]) -> RunReport:
     """One report from shard reports ``[(name, report), ...]``.
 
@@ -367,10 +371,15 @@ def merge_reports(reports: Sequence[tuple[str, RunReport]]) -> RunReport:
     tests: list[TestRecord] = []
     for name, report in reports:
         for key, fp in report.machines.items():
-            if key in machines and machines[key] != fp:
+            # Shards of one hardware key may run on different GPUs of the model (their
+            # UUIDs differ); every other fact must agree.
+            if key in machines and _sans_uuids(machines[key]) != _sans_uuids(fp):
                 raise MergeError(
                     f"{name}: hardware {key!r} has another fingerprint than in {machine_from[key]}"
                 )
+            if key in machines and fp.get("gpu_uuids"):
+                uuids = sorted(set(machines[key].get("gpu_uuids", [])) | set(fp["gpu_uuids"]))
+                machines[key] = {**machines[key], "gpu_uuids": uuids}
             machines.setdefault(key, fp)
             machine_from.setdefault(key, name)
         for t in report.tests:
