@@ -63,6 +63,10 @@ for s in "$@"; do
                   --llmperf-json="$OUT/spec-draft.json" ;;
   sched-prefill) step $s 150 $P suites/test_scheduler.py -k prefill $REC --llmperf-baseline-starts=${STARTS:-2} \
                   --llmperf-json="$OUT/sched-prefill.json" ;;
+  thr-rest)    step $s 200 $P suites/test_throughput.py -k "len768 or len2048" $REC \
+                  --llmperf-baseline-starts=${STARTS:-2} --llmperf-json="$OUT/thr-rest.json" ;;
+  quant-gate)  step $s 200 $P suites/test_quantization.py --llmperf-json="$OUT/quant-gate.json" \
+                  --llmperf-markdown="$OUT/quant-gate.md" ;;
   memory)      step $s 200 $P suites/test_memory.py --llmperf-json="$OUT/memory.json" ;;
   quant)       step $s 240 $P suites/test_quantization.py $REC --llmperf-baseline-starts=2 \
                   --llmperf-json="$OUT/quant.json" ;;
