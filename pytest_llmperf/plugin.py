@@ -297,6 +297,9 @@ class LLMPerfSession:
             self._stores[key] = BaselineStore(self.baseline_root, key)
             self.baseline_dirs.append(str(self._stores[key].directory))
             self.machines[key] = fp.to_json()
+        elif fp.gpu_uuids:  # tests of one key on other GPUs of the host: the report names all
+            seen = self.machines[key].get("gpu_uuids", [])
+            self.machines[key]["gpu_uuids"] = sorted(set(seen) | set(fp.gpu_uuids))
         return self._stores[key]
 
     def gpu_shortage(self, tp: int) -> str | None:

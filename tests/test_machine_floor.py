@@ -11,6 +11,7 @@ metric's ``between_machines`` floor.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -145,3 +146,44 @@ def test_shards_on_two_gpus_of_one_model_merge_and_keep_both_uuids() -> None:
     with pytest.raises(MergeError, match="another fingerprint"):
         merge_reports([("a.json", _report(_fp(GPU_A), "t1")),
                        ("b.json", _report(_fp(GPU_B, driver="570.1"), "t2"))])
+
+
+# -- through pytest (fake engine and fake GPUs: the wiring, not the numbers) -------------
+
+SUITE = '''
+from pytest_llmperf import perf
+
+@perf(model="llama-3.1-8b", max_model_len=1024, batch=4, input_len=32, output_len=16)
+def test_x(llmperf):
+    llmperf.run()
+'''
+
+
+def test_the_plugin_records_the_gpu_and_gates_another_one_with_the_floor(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fake_engine
+
+    for name in ("CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER"):
+        monkeypatch.delenv(name, raising=False)
+    fake = fake_engine.install(monkeypatch)
+    pytester.makepyfile(test_suite=SUITE)
+    monkeypatch.setenv("LLMPERF_FAKE_GPUS", "GPU-fake-aaaa")
+    pytester.runpytest("--gpu", "--llmperf-update-baselines").assert_outcomes(passed=1)
+    (path,) = (pytester.path / "baselines").rglob("test_suite.json")
+    entry = json.loads(path.read_text())["entries"]["test_x"]
+    assert entry["fingerprint"]["gpu_uuids"] == ["GPU-fake-aaaa"]
+
+    # 4.5% slower: beyond the 2% tolerance and the 1% noise floor, within the 3%
+    # between-machines floor's reach of the constant noise (one start each side)
+    fake.tok_s = 955.0
+    monkeypatch.setenv("LLMPERF_FAKE_GPUS", "GPU-fake-bbbb")
+    other = pytester.runpytest("--gpu", "-rw")
+    other.assert_outcomes(passed=1)
+    other.stdout.fnmatch_lines(["*baseline recorded on other GPUs (GPU-fake-aaa*; now GPU-fake-bbb*)*"])
+    assert len(fake.started) == 2  # no confirmation start spent on what starts cannot resolve
+
+    monkeypatch.setenv("LLMPERF_FAKE_GPUS", "GPU-fake-aaaa")
+    same = pytester.runpytest("--gpu")
+    same.assert_outcomes(failed=1)
+    same.stdout.fnmatch_lines(["*regression against the baseline (output_tok_s*"])
+    assert "other GPUs" not in same.stdout.str()
