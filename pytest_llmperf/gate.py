@@ -125,9 +125,9 @@ def machine_floors(entry: BaselineEntry, machine: Fingerprint) -> tuple[dict[str
     same = recorded.same_machine(machine)
     if same:
         return None, ""
-    floors = {n: s.between_machines for n, s in METRICS.items() if s.gated}
-    raised = [f"{n} {s.between_machines:.1%}" for n, s in METRICS.items()
-              if s.gated and s.between_machines > s.noise_floor]
+    floors = {n: s.between_machines for n, s in METRICS.items()
+              if s.gated and s.between_machines > s.noise_floor}  # the others keep theirs
+    raised = [f"{n} {f:.1%}" for n, f in floors.items()]
     where = (f"on other GPUs ({_short_ids(recorded.gpu_uuids)}; now {_short_ids(machine.gpu_uuids)})"
              if same is False else "on GPUs it does not name (recorded before GPU UUIDs were stored)")
     return floors, (f"baseline recorded {where}: a change must also clear the drift between "
