@@ -118,6 +118,14 @@ class Fingerprint:
         return notes
 
 
+def with_gpu_uuids(fingerprint: dict[str, Any], more: Sequence[str]) -> dict[str, Any]:
+    """A fingerprint's JSON naming ``more`` GPUs too (tests or shards of one hardware key
+    that ran on other GPUs of the model), UUIDs sorted and once each."""
+    if not more:
+        return fingerprint
+    return {**fingerprint, "gpu_uuids": sorted(set(fingerprint.get("gpu_uuids", ())) | set(more))}
+
+
 def _package_version(*names: str) -> str | None:
     for name in names:
         try:

@@ -289,6 +289,7 @@ class LLMPerfSession:
     def store_for(self, plan: Plan) -> Any:
         """The baselines of the hardware a test's engine runs on (keyed by its GPU count)."""
         from .baselines import BaselineStore
+        from .fingerprint import with_gpu_uuids
 
         fp = self.fingerprint_for(plan)
         key = self.config.hook.pytest_llmperf_hardware_key(config=self.config, fingerprint=fp)
@@ -297,9 +298,8 @@ class LLMPerfSession:
             self._stores[key] = BaselineStore(self.baseline_root, key)
             self.baseline_dirs.append(str(self._stores[key].directory))
             self.machines[key] = fp.to_json()
-        elif fp.gpu_uuids:  # tests of one key on other GPUs of the host: the report names all
-            seen = self.machines[key].get("gpu_uuids", [])
-            self.machines[key]["gpu_uuids"] = sorted(set(seen) | set(fp.gpu_uuids))
+        else:  # tests of one key on other GPUs of the host: the report names all
+            self.machines[key] = with_gpu_uuids(self.machines[key], fp.gpu_uuids)
         return self._stores[key]
 
     def gpu_shortage(self, tp: int) -> str | None:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..baselines import BaselineEntry
+from ..fingerprint import with_gpu_uuids
 from ..regression import MetricComparison
 from ..results import PerfResult
 
@@ -377,9 +378,8 @@ def merge_reports(reports: Sequence[tuple[str, RunReport]]) -> RunReport:
                 raise MergeError(
                     f"{name}: hardware {key!r} has another fingerprint than in {machine_from[key]}"
                 )
-            if key in machines and fp.get("gpu_uuids"):
-                uuids = sorted(set(machines[key].get("gpu_uuids", [])) | set(fp["gpu_uuids"]))
-                machines[key] = {**machines[key], "gpu_uuids": uuids}
+            if key in machines:
+                machines[key] = with_gpu_uuids(machines[key], fp.get("gpu_uuids", ()))
             machines.setdefault(key, fp)
             machine_from.setdefault(key, name)
         for t in report.tests:
