@@ -64,6 +64,8 @@ class _Row(Protocol):
     def tolerance(self) -> float: ...
     @property
     def worsening(self) -> float: ...
+    @property
+    def noise_floor(self) -> float: ...
 
 
 class _Record(Protocol):
@@ -184,7 +186,7 @@ def shift_of(metric: str, rows: Sequence[_Row], share: float, alpha: float = ALP
     # The floor the tests' gates used (a row's noise_floor: the between-machines floor
     # where the baselines came from other GPUs), never below the metric's own: a runner
     # uniformly 2.5% slower than the one that recorded is a machine, not a regression.
-    used = statistics.median(getattr(r, "noise_floor", 0.0) for r in rows) if rows else 0.0
+    used = statistics.median(r.noise_floor for r in rows) if rows else 0.0
     threshold = max(share * own, 2 * max(spec.noise_floor, used)) + allowance
     if len(rows) < MIN_TESTS:
         change = statistics.median(r.change for r in rows) if rows else math.nan

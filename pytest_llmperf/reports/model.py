@@ -374,14 +374,14 @@ def merge_reports(reports: Sequence[tuple[str, RunReport]]) -> RunReport:
         for key, fp in report.machines.items():
             # Shards of one hardware key may run on different GPUs of the model (their
             # UUIDs differ); every other fact must agree.
-            if key in machines and _sans_uuids(machines[key]) != _sans_uuids(fp):
-                raise MergeError(
-                    f"{name}: hardware {key!r} has another fingerprint than in {machine_from[key]}"
-                )
             if key in machines:
+                if _sans_uuids(machines[key]) != _sans_uuids(fp):
+                    raise MergeError(
+                        f"{name}: hardware {key!r} has another fingerprint than in {machine_from[key]}"
+                    )
                 machines[key] = with_gpu_uuids(machines[key], fp.get("gpu_uuids", ()))
-            machines.setdefault(key, fp)
-            machine_from.setdefault(key, name)
+            else:
+                machines[key], machine_from[key] = fp, name
         for t in report.tests:
             k = _order(t)
             if k in seen:
