@@ -52,13 +52,23 @@ for s in "$@"; do
   thr)         step $s 240 $P suites/test_throughput.py -k "len1024 or len1536" $REC \
                   --llmperf-baseline-starts=3 --llmperf-json="$OUT/thr.json" ;;
   thr1536)     step $s 200 $P suites/test_throughput.py -k len1536 $REC \
-                  --llmperf-baseline-starts=3 --llmperf-json="$OUT/thr1536.json" ;;
+                  --llmperf-baseline-starts=${STARTS:-3} --llmperf-json="$OUT/thr1536.json" ;;
+  thr1024)     step $s 150 $P suites/test_throughput.py -k len1024 $REC \
+                  --llmperf-baseline-starts=${STARTS:-3} --llmperf-json="$OUT/thr1024.json" ;;
+  thr768)      step $s 150 $P suites/test_throughput.py -k len768 $REC \
+                  --llmperf-baseline-starts=${STARTS:-2} --llmperf-json="$OUT/thr768.json" ;;
+  thr2048)     step $s 200 $P suites/test_throughput.py -k len2048 $REC \
+                  --llmperf-baseline-starts=${STARTS:-2} --llmperf-json="$OUT/thr2048.json" ;;
   curve)       step $s 240 $P suites/test_batch_curve.py $REC --llmperf-baseline-starts=2 \
                   --llmperf-json="$OUT/curve.json" ;;
   sched)       step $s 240 $P suites/test_scheduler.py $REC --llmperf-baseline-starts=2 \
                   --llmperf-json="$OUT/sched.json" ;;
   spec)        step $s 240 $P suites/test_speculative.py $REC --llmperf-baseline-starts=2 \
                   --llmperf-json="$OUT/spec.json" ;;
+  spec-ngram)  step $s 150 $P suites/test_speculative.py -k "ngram or none" $REC \
+                  --llmperf-baseline-starts=${STARTS:-2} --llmperf-json="$OUT/spec-ngram.json" ;;
+  sched-seqs)  step $s 150 $P suites/test_scheduler.py -k max_num_seqs $REC \
+                  --llmperf-baseline-starts=${STARTS:-2} --llmperf-json="$OUT/sched-seqs.json" ;;
   spec-draft)  step $s 150 $P suites/test_speculative.py -k draft $REC --llmperf-baseline-starts=${STARTS:-2} \
                   --llmperf-json="$OUT/spec-draft.json" ;;
   sched-prefill) step $s 150 $P suites/test_scheduler.py -k prefill $REC --llmperf-baseline-starts=${STARTS:-2} \
