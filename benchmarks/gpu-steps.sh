@@ -80,6 +80,9 @@ for s in "$@"; do
   memory)      step $s 200 $P suites/test_memory.py --llmperf-json="$OUT/memory.json" ;;
   quant)       step $s 240 $P suites/test_quantization.py $REC --llmperf-baseline-starts=2 \
                   --llmperf-json="$OUT/quant.json" ;;
+  gate-*)      # one suite gated against the committed baselines: gate-throughput, gate-serving...
+    step $s 150 $P suites/test_${s#gate-}.py --llmperf-json="$OUT/$s.json" \
+      --llmperf-markdown="$OUT/$s.md" ;;
   gate)        step $s 300 $P suites/ --llmperf-json="$OUT/gate.json" --llmperf-markdown="$OUT/gate.md" ;;
   gv2)         # issue 13: tile-aligned cards; the budget is what is left of this call
     n=$(ls "$OUT"/gv2-*.json 2>/dev/null | wc -l)
