@@ -2,7 +2,7 @@
 
 One JSON file per suite file and hardware, ``<root>/<hardware_key>/<suite path>.json``,
 so a PR that changes performance shows the new numbers as a readable diff. Files are
-validated against ``schema/baseline.v1.json`` on every read and before every write,
+validated against ``schema/baseline.v2.json`` on every read and before every write,
 and every complaint names the file and the JSON path, because these files are edited
 by hand and merged by git. Writes are atomic and serialised across processes
 (pytest-xdist workers record baselines of one suite file at the same time).
@@ -20,7 +20,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePath
 from typing import Any
@@ -29,6 +29,7 @@ from . import stats
 from .atomic import write_atomic
 from .config import EngineConfig, Workload
 from .fingerprint import Fingerprint
+from .hostspeed import MAX_RATIO, HostSpeed
 from .metrics import METRICS
 from .results import PerfResult
 
@@ -41,6 +42,11 @@ SCHEMA_RESOURCE = "schema/baseline.v2.json"
 # Workload keys that change how long we measure, or inject a test-only slowdown, but
 # not what is measured: a baseline recorded with other values still applies.
 IGNORED_WORKLOAD_KEYS = frozenset({"slowdown", "trials", "warmup", "min_duration_s"})
+
+# An entry keeps at most this many recordings, one per runner speed state (its own and
+# SpeedState's): the 2-core CPU runners were seen in three states, probe about 35, 64
+# and 130-190, with engines 1.3-4.7x apart between the last two.
+MAX_SPEED_STATES = 3
 
 _HARDWARE_KEY = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -204,6 +210,44 @@ def _render(value: Any) -> str:
     return "absent" if value is MISSING else json.dumps(value, sort_keys=True)
 
 
+def _probe(host_speed: Mapping[str, Any] | None) -> HostSpeed | None:
+    if host_speed is None:
+        return None
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        return HostSpeed.from_json(host_speed)
+    return None
+
+
+@dataclass(frozen=True)
+class SpeedState:
+    """Another recording of an entry's test, made while the runner ran in another speed
+    state (``host_speed``: its probe then). A CPU runner of one hardware key can run in
+    states 2-5x apart for hours, and its engines do not follow the probe's ratio between
+    them (1.3-4.7x across the suites for a probe ratio of 2.07), so scaling one
+    recording cannot serve both: the gate compares with the recording of the state
+    nearest the current probe (``gate.speed_state``)."""
+
+    host_speed: dict[str, Any]
+    metrics: dict[str, MetricRecord]
+    recorded_at: str
+    git_commit: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"host_speed": self.host_speed,
+                "metrics": {name: rec.to_json() for name, rec in self.metrics.items()},
+                "recorded_at": self.recorded_at, "git_commit": self.git_commit}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SpeedState:
+        return cls(host_speed=dict(data["host_speed"]),
+                   metrics={name: MetricRecord.from_json(m) for name, m in data["metrics"].items()},
+                   recorded_at=data["recorded_at"], git_commit=data.get("git_commit"))
+
+
+def _comparable(section: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in section.items() if k not in IGNORED_WORKLOAD_KEYS}
+
+
 @dataclass(frozen=True)
 class BaselineEntry:
     """What was measured for one test id on one hardware, and under which config."""
@@ -218,6 +262,8 @@ class BaselineEntry:
     vllm_version: str | None
     # hostspeed.HostSpeed.to_json() of the recording session, when it was probed
     host_speed: dict[str, Any] | None = None
+    # Recordings of the same test in other runner speed states, newest first (CPU runs)
+    speed_states: tuple[SpeedState, ...] = ()
 
     @classmethod
     def from_result(
@@ -272,6 +318,45 @@ class BaselineEntry:
             host_speed=host_speed,
         )
 
+    def states(self) -> list[BaselineEntry]:
+        """The entry as recorded in each runner speed state it holds, its own recording
+        first: plain entries (no states of their own), each with that recording's
+        metrics, probe, time and commit."""
+        plain = replace(self, speed_states=())
+        return [plain, *(replace(plain, metrics=s.metrics, host_speed=s.host_speed,
+                                 recorded_at=s.recorded_at, git_commit=s.git_commit)
+                         for s in self.speed_states)]
+
+    def keeping_states_of(self, previous: BaselineEntry | None, *, apart: float = MAX_RATIO,
+                          keep: int = MAX_SPEED_STATES) -> BaselineEntry:
+        """This fresh recording, with the recordings of ``previous`` (the stored entry it
+        replaces) that were made in another runner speed state: those whose probe is
+        more than ``apart`` times off this one's and off every state kept before them
+        (newest first), up to ``keep`` recordings in all. Within ``apart`` the gate
+        scales by the probe (``hostspeed.MAX_RATIO``), so one recording serves.
+
+        Nothing is kept unless both were probed with one probe version and measured the
+        same config (engine and workload, but for IGNORED_WORKLOAD_KEYS) with the same
+        software (fingerprint): a recording of other code or another config is stale."""
+        mine = _probe(self.host_speed)
+        if previous is None or mine is None or keep < 2:
+            return self
+        if (previous.fingerprint != self.fingerprint or previous.engine != self.engine
+                or _comparable(previous.workload) != _comparable(self.workload)):
+            return self
+        scores = [mine.score]
+        kept: list[SpeedState] = []
+        for old in previous.states():
+            probe = _probe(old.host_speed)
+            if probe is None or probe.version != mine.version or old.host_speed is None:
+                continue
+            if all(abs(math.log(probe.score / s)) > math.log(apart) for s in scores):
+                scores.append(probe.score)
+                kept.append(SpeedState(old.host_speed, old.metrics, old.recorded_at, old.git_commit))
+            if len(kept) == keep - 1:
+                break
+        return replace(self, speed_states=tuple(kept))
+
     def metric_values(self) -> dict[str, list[float]]:
         """Per-trial values by metric name, shaped like ``PerfResult.metric_values()``."""
         return {name: list(rec.values) for name, rec in self.metrics.items()}
@@ -325,6 +410,8 @@ class BaselineEntry:
             "vllm_version": self.vllm_version,
             # only when probed, so that entries without it stay valid version 1 entries
             **({"host_speed": self.host_speed} if self.host_speed is not None else {}),
+            **({"speed_states": [s.to_json() for s in self.speed_states]}
+               if self.speed_states else {}),
         }
 
     @classmethod
@@ -339,6 +426,7 @@ class BaselineEntry:
             git_commit=data.get("git_commit"),
             vllm_version=data.get("vllm_version"),
             host_speed=data.get("host_speed"),
+            speed_states=tuple(SpeedState.from_json(s) for s in data.get("speed_states", ())),
         )
 
 
@@ -392,17 +480,21 @@ _MAX_FLOAT_INT = int(sys.float_info.max)
 def _check_metric_values(file: Path, doc: dict[str, Any]) -> None:
     """What the schema cannot say: a metric's median lies within its own values."""
     for test_id, entry in doc.get("entries", {}).items():
-        for name, record in (entry.get("metrics") or {}).items():
-            values, median = record.get("values"), record.get("median")
-            if not values or not isinstance(median, (int, float)):
-                continue  # the schema decides whether that shape is allowed
-            if not min(values) <= median <= max(values):
-                raise BaselineError(
-                    file,
-                    format_json_path(["entries", test_id, "metrics", name, "median"]),
-                    f"{record['median']} lies outside its values "
-                    f"[{min(values)}, {max(values)}] (hand-edited? re-record it)",
-                )
+        recordings: list[tuple[list[str | int], Any]] = [([], entry)]
+        recordings += [(["speed_states", i], state)
+                       for i, state in enumerate(entry.get("speed_states") or ())]
+        for where, recording in recordings:
+            for name, record in (recording.get("metrics") or {}).items():
+                values, median = record.get("values"), record.get("median")
+                if not values or not isinstance(median, (int, float)):
+                    continue  # the schema decides whether that shape is allowed
+                if not min(values) <= median <= max(values):
+                    raise BaselineError(
+                        file,
+                        format_json_path(["entries", test_id, *where, "metrics", name, "median"]),
+                        f"{record['median']} lies outside its values "
+                        f"[{min(values)}, {max(values)}] (hand-edited? re-record it)",
+                    )
 
 
 def _check_document(file: Path, doc: Any, hardware_key: str) -> None:

@@ -7,6 +7,7 @@ into a pytest failure and a script can print it.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -161,8 +162,9 @@ def compare_entry(
     and from ``file_entries`` (the other tests of the baseline file), unless the
     ``compare`` hook returns a Comparison of its own (it sees pooled trials).
 
-    ``host_speed``: this session's runner-speed probe (CPU runs). When the entry has
-    one too and the two differ beyond the probe's dead band, the entry's rates and
+    ``host_speed``: this session's runner-speed probe (CPU runs). The entry's recording
+    of the speed state nearest it is the one compared with (``speed_state``). When
+    that has a probe too and the two differ beyond the probe's dead band, the entry's rates and
     times are first scaled to this runner (``hostspeed.adjustment``); too far apart,
     it is compared unscaled, and the message says so.
 
@@ -181,6 +183,11 @@ def compare_entry(
             + " - re-record it with --llmperf-update-baselines"
         ]
     messages = []
+    if first.device == "cpu":
+        entry, why = speed_state(entry, host_speed)
+        if why:
+            messages.append(why)
+        file_entries = [speed_state(e, host_speed)[0] for e in file_entries]
     scaled = _speed_scaled(entry, host_speed) if first.device == "cpu" else None
     if scaled is not None:
         adj, entry = scaled
@@ -210,19 +217,50 @@ def compare_entry(
 
 def speed_factor(entry: BaselineEntry | None, now: HostSpeed | None) -> float:
     """The factor the gate applies to ``entry``'s rates on this runner (1.0: none)."""
-    scaled = _speed_scaled(entry, now) if entry is not None else None
+    scaled = _speed_scaled(speed_state(entry, now)[0], now) if entry is not None else None
     return 1.0 if scaled is None else scaled[0].factor
+
+
+def _recorded_speed(entry: BaselineEntry) -> HostSpeed | None:
+    if entry.host_speed is None:
+        return None
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        return HostSpeed.from_json(entry.host_speed)
+    return None
+
+
+def speed_state(entry: BaselineEntry, now: HostSpeed | None) -> tuple[BaselineEntry, str]:
+    """(recording, why): ``entry``'s recording of the runner speed state nearest ``now``
+    (the least |ln(now / recorded)| of their probe scores; the newest on a tie, and
+    when there is no probe to go by) as a plain entry, and one line saying which, or ""
+    when the entry holds one recording only."""
+    states = entry.states()
+    if len(states) == 1:
+        return states[0], ""
+
+    def distance(state: BaselineEntry) -> float:
+        recorded = _recorded_speed(state)
+        if now is None or recorded is None or recorded.version != now.version or now.score <= 0:
+            return math.inf
+        return abs(math.log(now.score / recorded.score))
+
+    best = min(states, key=distance)  # min keeps the first (newest) of equals
+    scores = ", ".join(f"{s.score:.4g}" for s in map(_recorded_speed, states) if s is not None)
+    chosen = _recorded_speed(best)
+    if now is None or chosen is None or math.isinf(distance(best)):
+        return best, (f"baseline holds recordings of {len(states)} runner speed states "
+                      f"(probe {scores}) and this run has no comparable probe: compared "
+                      f"with the newest, recorded {best.recorded_at}")
+    return best, (f"baseline recorded in {len(states)} runner speed states (probe {scores}): "
+                  f"compared with the one nearest this runner's probe ({now.score:.4g}): "
+                  f"{chosen.score:.4g}, recorded {best.recorded_at}")
 
 
 def _speed_scaled(entry: BaselineEntry, now: HostSpeed | None
                   ) -> tuple[SpeedAdjustment, BaselineEntry] | None:
     """The entry as this runner would have measured it (rates times the speed ratio,
     times divided by it), with the adjustment; None when there is nothing to adjust by."""
-    recorded = None
-    if entry.host_speed is not None:
-        with contextlib.suppress(KeyError, TypeError, ValueError):
-            recorded = HostSpeed.from_json(entry.host_speed)
-    adj = adjustment(now, recorded)
+    adj = adjustment(now, _recorded_speed(entry))
     if adj is None:
         return None
     if adj.factor == 1.0:

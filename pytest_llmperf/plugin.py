@@ -1011,9 +1011,17 @@ def _record_result(item: pytest.Item, session: LLMPerfSession, plan: Plan, resul
 
                 verdict.result = pool_starts(starts)
             speed = session.host_speed.to_json() if session.host_speed is not None else None
+            store = session.store_for(plan)
             entry = BaselineEntry.from_starts(test_id, starts, session.fingerprint_for(plan),
                                               _git_commit(item), host_speed=speed)
-            session.store_for(plan).update(suite, {test_id: entry})
+            entry = entry.keeping_states_of(store.get(suite, test_id))
+            if entry.speed_states:
+                kept = ", ".join(f"{s.host_speed['score']:.4g} ({s.recorded_at})"
+                                 for s in entry.speed_states)
+                verdict.messages.append(
+                    f"kept the baseline's recordings of other runner speed states, probe {kept}; "
+                    "delete the entry to drop them")
+            store.update(suite, {test_id: entry})
             verdict.baseline_status = "updated"
         elif session.ab is None or not _gate_paired(item, session, plan, verdict, suite,
                                                     test_id, result):
@@ -1062,6 +1070,10 @@ def _gate_against_store(item: pytest.Item, session: LLMPerfSession, plan: Plan, 
 
     stored = session.store_for(plan).get(suite, test_id)
     verdict.baseline = stored
+    if stored is not None and result.device == "cpu":  # the recording it is compared with
+        from .gate import speed_state
+
+        verdict.baseline = speed_state(stored, session.host_speed)[0]
     file_entries = list(session.store_for(plan).load(suite).values())
     hook = item.config.hook.pytest_llmperf_compare
     tolerances = session.tolerances(plan.spec)

@@ -20,6 +20,7 @@ from pytest_llmperf.baselines import (
     BaselineError,
     BaselineStore,
     MetricRecord,
+    SpeedState,
     format_json_path,
     load_schema,
 )
@@ -291,9 +292,11 @@ def test_schema_fingerprint_matches_dataclass() -> None:
 
 def test_schema_entry_matches_to_json() -> None:
     props = load_schema()["$defs"]["entry"]["properties"]
-    probed = dataclasses.replace(entry(), host_speed={"score": 1.0, "spread": 0.0, "parts": {},
-                                                      "version": 1})
+    speed = {"score": 1.0, "spread": 0.0, "parts": {}, "version": 1}
+    state = SpeedState(speed, entry().metrics, entry().recorded_at, None)
+    probed = dataclasses.replace(entry(), host_speed=speed, speed_states=(state,))
     assert set(props) == set(probed.to_json())
+    assert "speed_states" not in dataclasses.replace(probed, speed_states=()).to_json()
     assert "host_speed" not in entry().to_json()  # unprobed entries stay valid version 1 entries
 
 
