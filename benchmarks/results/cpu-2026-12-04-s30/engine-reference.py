@@ -1,22 +1,51 @@
-import time, sys, json
-def main():
+"""Bare ``LLM.generate`` reference on the CPU build: one engine start, then repeated batches.
+
+Prints one JSON line: the start time, the output tok/s of each repeat, and the /proc/stat
+jiffies per second over each repeat (user, nice, system, idle, iowait, irq, softirq, steal).
+Run: ``scripts/cpu-env python benchmarks/results/cpu-2026-12-04-s30/engine-reference.py``
+(the first three starts of 2026-12-04 used 5 repeats, the last three 8).
+"""
+
+import json
+import pathlib
+import time
+
+REPEATS = 8
+PROMPTS = 16
+TOKENS = 64
+
+
+def cpu_jiffies() -> list[int]:
+    with open("/proc/stat") as stat:
+        return [int(x) for x in stat.readline().split()[1:]]
+
+
+def main() -> None:
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
-    import pathlib
-    path = str(pathlib.Path(__file__).resolve().parents[3] / "pytest_llmperf/cards/tiny-llama-2l")
-    t0=time.perf_counter()
+
+    root = pathlib.Path(__file__).resolve().parents[3]
+    path = str(root / "pytest_llmperf/cards/tiny-llama-2l")
+    t0 = time.perf_counter()
     llm = LLM(model=path, load_format="dummy", skip_tokenizer_init=True, enforce_eager=True,
-              max_model_len=512, max_num_seqs=16, seed=0, kv_cache_memory_bytes=256<<20)
-    ts=time.perf_counter()-t0
-    sp = SamplingParams(max_tokens=64, ignore_eos=True, detokenize=False, temperature=0)
-    prompts=[TokensPrompt(prompt_token_ids=[(7*i+j)%1000+10 for j in range(64)]) for i in range(16)]
+              max_model_len=512, max_num_seqs=PROMPTS, seed=0, kv_cache_memory_bytes=256 << 20)
+    start_s = time.perf_counter() - t0
+    sp = SamplingParams(max_tokens=TOKENS, ignore_eos=True, detokenize=False, temperature=0)
+    prompts = [TokensPrompt(prompt_token_ids=[(7 * i + j) % 1000 + 10 for j in range(TOKENS)])
+               for i in range(PROMPTS)]
     llm.generate(prompts[:2], sp, use_tqdm=False)
-    rates=[]; steals=[]
-    def st():
-        v=open('/proc/stat').readline().split()[1:]; return [int(x) for x in v]
-    for r in range(8):
-        a=st(); t=time.perf_counter(); llm.generate(prompts, sp, use_tqdm=False); dt=time.perf_counter()-t; b=st()
-        d=[y-x for x,y in zip(a,b)]; steals.append([round(x/dt,1) for x in d[:8]])
-        rates.append(16*64/dt)
-    print(json.dumps({"start":ts,"rates":[round(r) for r in rates],"jps":steals}), flush=True)
-if __name__=="__main__": main()
+    rates, jiffies = [], []
+    for _ in range(REPEATS):
+        before = cpu_jiffies()
+        t = time.perf_counter()
+        llm.generate(prompts, sp, use_tqdm=False)
+        dt = time.perf_counter() - t
+        after = cpu_jiffies()
+        jiffies.append([round((y - x) / dt, 1) for x, y in zip(before, after, strict=True)][:8])
+        rates.append(PROMPTS * TOKENS / dt)
+    print(json.dumps({"start": start_s, "rates": [round(r) for r in rates], "jps": jiffies}),
+          flush=True)
+
+
+if __name__ == "__main__":
+    main()
