@@ -4,6 +4,12 @@ Taken before an engine starts and after it stops, two footprints say whether sto
 gave everything back (the leak check of suites/test_memory.py): device memory as NVML
 sees it on the engine's GPUs, ``/dev/shm`` (vLLM's message queues between processes),
 processes still under this one, and this process's own RSS.
+
+Helpers that Python's multiprocessing starts once and keeps for the rest of the session
+(the resource tracker, the forkserver) are not counted: the first engine start of a
+session starts the resource tracker, and on 2026-12-04 that read as "1 engine process
+still running" when suites/test_memory.py::test_restarts_give_memory_back ran alone on
+an H200.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from dataclasses import dataclass
 import psutil
 
 MIB = 2**20
+# Command-line marks of multiprocessing's session-long helpers (see the module docstring).
+SESSION_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
 
 
 @dataclass(frozen=True)
@@ -23,6 +31,20 @@ class Footprint:
     shm_mib: float
     child_processes: int
     rss_mib: float
+    processes: tuple[str, ...] = ()  # "pid command line" of each counted process
+
+
+def _children(me: psutil.Process) -> tuple[str, ...]:
+    """"pid command" of each live process under ``me``, less the session helpers."""
+    out = []
+    for proc in me.children(recursive=True):
+        try:
+            command = " ".join(proc.cmdline()) or proc.name()
+        except psutil.Error:  # gone meanwhile: not left behind
+            continue
+        if not any(mark in command for mark in SESSION_HELPERS):
+            out.append(f"{proc.pid} {command}")
+    return tuple(out)
 
 
 def take(device: str, gpu_indices: Sequence[int] = (0,)) -> Footprint:
@@ -38,7 +60,8 @@ def take(device: str, gpu_indices: Sequence[int] = (0,)) -> Footprint:
     except OSError:
         shm = 0.0
     me = psutil.Process()
-    return Footprint(used, shm, len(me.children(recursive=True)), me.memory_info().rss / MIB)
+    children = _children(me)
+    return Footprint(used, shm, len(children), me.memory_info().rss / MIB, children)
 
 
 def leaks(
@@ -57,7 +80,10 @@ def leaks(
     if now.shm_mib - idle.shm_mib > shm_mib:
         out.append(f"/dev/shm {now.shm_mib:.0f} MiB in use, {idle.shm_mib:.0f} MiB at idle")
     if now.child_processes > idle.child_processes:
-        out.append(f"{now.child_processes - idle.child_processes} engine process(es) still running")
+        new = [p for p in now.processes if p not in idle.processes]
+        named = f": {'; '.join(c[:160] for c in new)}" if new else ""
+        out.append(f"{now.child_processes - idle.child_processes} engine process(es) still "
+                   f"running{named}")
     if now.rss_mib - idle.rss_mib > rss_mib:
         out.append(f"this process grew from {idle.rss_mib:.0f} to {now.rss_mib:.0f} MiB")
     return out

@@ -3,7 +3,10 @@ pure logic over synthetic results (real engines run them in suites/)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from factories import make_result
@@ -168,3 +171,28 @@ def test_default_values_are_labelled_and_left_out_of_curves() -> None:
     assert [p.label() for p in sweep.points] == ["max_num_batched_tokens=64", "max_num_batched_tokens=default"]
     assert [x for x, _ in sweep.curve("max_num_batched_tokens")] == [64]
     assert sweep.largest_without_preemption("max_num_batched_tokens").label() == "max_num_batched_tokens=64"
+
+
+def test_multiprocessing_helpers_are_not_engine_processes(tmp_path: Path) -> None:
+    """The first spawn of a session starts multiprocessing's resource tracker, which
+    lives on; run alone on an H200 (2026-12-04), the leak check counted it as an engine
+    left running. A real child still running is counted, and named."""
+    script = tmp_path / "probe.py"
+    script.write_text(
+        "import multiprocessing as mp, time\n"
+        "from pytest_llmperf.footprint import leaks, take\n"
+        "if __name__ == '__main__':\n"
+        "    idle = take('cpu')\n"
+        "    p = mp.get_context('spawn').Process(target=time.sleep, args=(0,))\n"
+        "    p.start(); p.join()\n"
+        "    after = take('cpu')\n"
+        "    q = mp.get_context('spawn').Process(target=time.sleep, args=(30,))\n"
+        "    q.start(); time.sleep(0.5)\n"
+        "    busy = take('cpu')\n"
+        "    q.kill(); q.join()\n"
+        "    print(repr(leaks(idle, after)), '|', len(busy.processes), '|', leaks(idle, busy))\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.strip()
+    quiet, count, busy = out.split(" | ")
+    assert quiet == "[]", out
+    assert count == "1" and "1 engine process(es) still running: " in busy and "spawn" in busy, out
