@@ -163,13 +163,6 @@ class MetricRecord:
         return cls(values=vals, median=stats.median(vals), mad=stats.mad(vals),
                    start_medians=medians or None)
 
-    def scaled(self, factor: float) -> MetricRecord:
-        """Every value times ``factor`` (a baseline brought to another runner's speed)."""
-        return MetricRecord(values=tuple(v * factor for v in self.values),
-                            median=self.median * factor, mad=self.mad * factor,
-                            start_medians=(tuple(v * factor for v in self.start_medians)
-                                           if self.start_medians else None))
-
     def per_start(self) -> tuple[float, ...]:
         """Per-start medians; a version 1 record is one start (the median of its values)."""
         return self.start_medians or (self.median,)
@@ -332,8 +325,8 @@ class BaselineEntry:
         """This fresh recording, with the recordings of ``previous`` (the stored entry it
         replaces) that were made in another runner speed state: those whose probe is
         more than ``apart`` times off this one's and off every state kept before them
-        (newest first), up to ``keep`` recordings in all. Within ``apart`` the gate
-        scales by the probe (``hostspeed.MAX_RATIO``), so one recording serves.
+        (newest first), up to ``keep`` recordings in all. Within ``apart``
+        (``hostspeed.MAX_RATIO``) two probes read one speed state, so one recording serves.
 
         Nothing is kept unless both were probed with one probe version and measured the
         same config (engine and workload, but for IGNORED_WORKLOAD_KEYS) with the same

@@ -9,14 +9,14 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from .baselines import BaselineEntry
 from .config import Limits
 from .fingerprint import Fingerprint
-from .hostspeed import HostSpeed, SpeedAdjustment, adjustment
-from .metrics import METRICS, speed_exponent
+from .hostspeed import HostSpeed, state_note
+from .metrics import METRICS
 from .noise import estimate_all
 from .regression import Comparison
 from .results import PerfResult
@@ -74,8 +74,9 @@ class Verdict:
     # inside the test): the report keeps them so a chart can draw the test's own curve.
     points: list[PerfResult] = field(default_factory=list)
     derived: dict[str, float] = field(default_factory=dict)  # derived.py: cost, roofline
-    # The runner probe's factor the gate applied to the stored entry (hostspeed.py); 1.0
-    # when it applied none. The suite check widens its threshold by it.
+    # The runner probe's factor applied to the stored entry. The gate no longer scales by
+    # the probe (hostspeed.py), so 1.0; reports written before 2026-12-05 may carry
+    # another, and the suite check widens its threshold by it.
     speed_factor: float = 1.0
 
     @property
@@ -163,10 +164,10 @@ def compare_entry(
     ``compare`` hook returns a Comparison of its own (it sees pooled trials).
 
     ``host_speed``: this session's runner-speed probe (CPU runs). The entry's recording
-    of the speed state nearest it is the one compared with (``speed_state``). When
-    that has a probe too and the two differ beyond the probe's dead band, the entry's rates and
-    times are first scaled to this runner (``hostspeed.adjustment``); too far apart,
-    it is compared unscaled, and the message says so.
+    of the speed state nearest it is the one compared with (``speed_state``), as it
+    is: the probe picks the state and never scales (hostspeed.py says why). When even
+    the nearest is more than ``hostspeed.MAX_RATIO`` away, a message says so
+    (``hostspeed.state_note``).
 
     ``machine``: this session's fingerprint of the GPUs measured. When the entry was
     recorded on other GPUs, or names none, changes must clear each metric's
@@ -188,11 +189,9 @@ def compare_entry(
         if why:
             messages.append(why)
         file_entries = [speed_state(e, host_speed)[0] for e in file_entries]
-    scaled = _speed_scaled(entry, host_speed) if first.device == "cpu" else None
-    if scaled is not None:
-        adj, entry = scaled
-        if adj.message:
-            messages.append(adj.message)
+        note = state_note(host_speed, _recorded_speed(entry))
+        if note:
+            messages.append(note)
     floors: dict[str, float] | None = None
     if machine is not None and first.device == "gpu":
         floors, why = machine_floors(entry, machine)
@@ -213,12 +212,6 @@ def compare_entry(
     if entry.vllm_version and first.vllm_version and entry.vllm_version != first.vllm_version:
         messages.append(f"baseline vLLM {entry.vllm_version}, now {first.vllm_version}")
     return "compared", comparison, messages
-
-
-def speed_factor(entry: BaselineEntry | None, now: HostSpeed | None) -> float:
-    """The factor the gate applies to ``entry``'s rates on this runner (1.0: none)."""
-    scaled = _speed_scaled(speed_state(entry, now)[0], now) if entry is not None else None
-    return 1.0 if scaled is None else scaled[0].factor
 
 
 def _recorded_speed(entry: BaselineEntry) -> HostSpeed | None:
@@ -254,22 +247,6 @@ def speed_state(entry: BaselineEntry, now: HostSpeed | None) -> tuple[BaselineEn
     return best, (f"baseline recorded in {len(states)} runner speed states (probe {scores}): "
                   f"compared with the one nearest this runner's probe ({now.score:.4g}): "
                   f"{chosen.score:.4g}, recorded {best.recorded_at}")
-
-
-def _speed_scaled(entry: BaselineEntry, now: HostSpeed | None
-                  ) -> tuple[SpeedAdjustment, BaselineEntry] | None:
-    """The entry as this runner would have measured it (rates times the speed ratio,
-    times divided by it), with the adjustment; None when there is nothing to adjust by."""
-    adj = adjustment(now, _recorded_speed(entry))
-    if adj is None:
-        return None
-    if adj.factor == 1.0:
-        return adj, entry
-    metrics = {}
-    for name, rec in entry.metrics.items():
-        k = adj.factor ** speed_exponent(name) if name in METRICS else 1.0
-        metrics[name] = rec.scaled(k) if k != 1.0 else rec
-    return adj, replace(entry, metrics=metrics)
 
 
 def settle(

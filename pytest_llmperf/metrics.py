@@ -182,19 +182,6 @@ METRICS: dict[str, MetricSpec] = {
 }
 
 
-# Units of figures that follow the machine's speed: a runner twice as fast doubles a
-# rate and halves a time (hostspeed.py scales baselines with it). Memory, KV capacity,
-# counts and fractions do not move with it.
-_RATE_UNITS = frozenset({"tok/s", "req/s"})
-_TIME_UNITS = frozenset({"ms", "s"})
-
-
-def speed_exponent(name: str) -> int:
-    """+1 for a rate, -1 for a time, 0 for a figure the machine's speed leaves alone."""
-    unit = metric_spec(name).unit
-    return 1 if unit in _RATE_UNITS else -1 if unit in _TIME_UNITS else 0
-
-
 def metric_spec(name: str) -> MetricSpec:
     """Look up a metric by name; the error lists the valid names."""
     try:

@@ -1101,10 +1101,6 @@ def _gate_against_store(item: pytest.Item, session: LLMPerfSession, plan: Plan, 
 
         comparison, verdict.confirmations = settle(decide, another, confirm)
     verdict.baseline_status, verdict.comparison = status, comparison
-    if status == "compared" and result.device == "cpu":
-        from .gate import speed_factor
-
-        verdict.speed_factor = speed_factor(stored, session.host_speed)
     verdict.messages.extend(messages)
     if comparison is not None:
         verdict.messages.extend(comparison.notes)  # the noise's source, unresolvable tolerances

@@ -22,7 +22,8 @@ base commit in paired mode) and calls a regression when
 - the worsenings are above zero with confidence: a one-sided Wilcoxon signed-rank
   test over the tests, p below ``ALPHA``.
 
-Where the gate scaled a test's baseline by the runner probe (a factor f), the threshold
+Where a report says the gate scaled a test's baseline by the runner probe (a factor f;
+the gate stopped scaling on 2026-12-04, so only older reports carry one), the threshold
 grows by |ln f|: inside its band the probe's reading has been off by about the size of
 its correction (it read two unchanged runs 5.5% and 9.3% faster than the recording
 while the engines ran at the recording's speed), so a shift of that size may be the

@@ -23,7 +23,7 @@ from pytest_llmperf.baselines import (
 )
 from pytest_llmperf.config import Workload
 from pytest_llmperf.fingerprint import collect_fingerprint
-from pytest_llmperf.gate import compare_entry, speed_factor, speed_state
+from pytest_llmperf.gate import compare_entry, speed_state
 from pytest_llmperf.hostspeed import PROBE_VERSION, HostSpeed
 
 TOL = {"output_tok_s": 0.10, "tpot_p50_ms": 0.10}
@@ -63,7 +63,7 @@ def test_a_recording_in_another_state_keeps_the_old_one() -> None:
 
 
 def test_a_recording_in_the_same_state_replaces_it() -> None:
-    # 64 -> 80 is within the probe's scaling range (1.5x): one recording serves both.
+    # 64 -> 80 is within one speed state (1.5x): one recording serves both.
     again = _recording(1100.0, 80.0).keeping_states_of(_two_states())
     assert _scores(again) == [80.0, 133.0]
     # 133 -> 180 likewise: the old fast one goes, the slow one stays.
@@ -183,16 +183,18 @@ def test_a_20_percent_loss_fails_in_either_state(probe: float, tok_s: float, sta
     assert status == "compared" and comparison is not None
     assert comparison.state == state, comparison.table()
     assert any("2 runner speed states" in m for m in messages)
-    assert speed_factor(_two_states(), _speed(probe)) == 1.0
 
 
-def test_the_chosen_state_is_still_scaled_within_it() -> None:
+def test_the_chosen_state_is_compared_unscaled() -> None:
+    """Within a state the probe does not follow the engines (2026-12-04: 127-200 beside
+    engines at 1.03-1.22x), so the recording is compared as it is."""
     result = make_result(output_tok_s=3300.0, tpot_ms=10_000.0 / 3300.0, device="cpu")
     _, comparison, messages = compare_entry(result, _two_states(), TOL, host_speed=_speed(146.3))
     assert comparison is not None
     assert comparison.state == "pass", comparison.table()
-    assert any("10% faster" in m for m in messages)
-    assert speed_factor(_two_states(), _speed(146.3)) == pytest.approx(1.1)
+    row = {r.metric: r for r in comparison.rows}["output_tok_s"]
+    assert row.baseline == pytest.approx(3000.0) and row.change == pytest.approx(0.10)
+    assert not any("faster" in m or "scaled" in m for m in messages)
 
 
 def test_gpu_results_ignore_states() -> None:

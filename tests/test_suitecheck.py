@@ -261,8 +261,10 @@ def test_a_bad_share_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result.stderr.fnmatch_lines(["*--llmperf-suite-check='lots': expected a share*"])
 
 
-def test_the_plugin_widens_the_check_by_the_probes_correction(
+def test_the_probe_does_not_excuse_a_suite_wide_loss(
         pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate no longer scales by the probe, so a probe reading the runner 20% slower
+    neither hides a 30% loss nor widens the suite check (it used to: 10% + |ln 0.8|)."""
     import sys
 
     import fake_engine
@@ -276,17 +278,12 @@ def test_the_plugin_widens_the_check_by_the_probes_correction(
         score=score["now"], spread=0.0, parts={"python": score["now"]}))
     pytester.makepyfile(test_suite=SUITE)
     pytester.runpytest("--llmperf-update-baselines").assert_outcomes(passed=8)
-    # The probe reads the runner 20% slower; the engines lost 30%: scaled, 12.5% below,
-    # beyond the bare 10% threshold, inside 10% + |ln 0.8| = 32%.
     fake.tok_s, score["now"] = 700.0, 80.0
-    probed = pytester.runpytest("--llmperf-confirm=0")
-    assert probed.ret == pytest.ExitCode.OK, probed.stdout.str()
-    probed.stdout.fnmatch_lines(["suite check on *: passed*"])
-    assert "FAILED" not in probed.stdout.str()
-    unprobed = pytester.runpytest("--llmperf-confirm=0", "--llmperf-no-speed-probe")
-    unprobed.assert_outcomes(passed=8)
-    assert unprobed.ret == pytest.ExitCode.TESTS_FAILED
-    unprobed.stdout.fnmatch_lines(["*output_tok_s: median change -30.0% over 8 tests*"])
+    for extra in ((), ("--llmperf-no-speed-probe",)):
+        run = pytester.runpytest("--llmperf-confirm=0", *extra)
+        run.assert_outcomes(passed=8)  # each test alone is within its 40% tolerance
+        assert run.ret == pytest.ExitCode.TESTS_FAILED, extra
+        run.stdout.fnmatch_lines(["*output_tok_s: median change -30.0% over 8 tests*"])
 
 
 def test_report_records_carry_the_probe_factor_to_a_merge(tmp_path: Path) -> None:
