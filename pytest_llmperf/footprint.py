@@ -29,9 +29,12 @@ SESSION_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserv
 class Footprint:
     device_gib: float | None  # used memory on the engine's GPUs; None on the CPU build
     shm_mib: float
-    child_processes: int
+    processes: tuple[str, ...]  # "pid command line" of each process under this one
     rss_mib: float
-    processes: tuple[str, ...] = ()  # "pid command line" of each counted process
+
+    @property
+    def child_processes(self) -> int:
+        return len(self.processes)
 
 
 def _children(me: psutil.Process) -> tuple[str, ...]:
@@ -60,8 +63,7 @@ def take(device: str, gpu_indices: Sequence[int] = (0,)) -> Footprint:
     except OSError:
         shm = 0.0
     me = psutil.Process()
-    children = _children(me)
-    return Footprint(used, shm, len(children), me.memory_info().rss / MIB, children)
+    return Footprint(used, shm, _children(me), me.memory_info().rss / MIB)
 
 
 def leaks(

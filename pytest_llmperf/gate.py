@@ -74,10 +74,6 @@ class Verdict:
     # inside the test): the report keeps them so a chart can draw the test's own curve.
     points: list[PerfResult] = field(default_factory=list)
     derived: dict[str, float] = field(default_factory=dict)  # derived.py: cost, roofline
-    # The runner probe's factor applied to the stored entry. The gate no longer scales by
-    # the probe (hostspeed.py), so 1.0; reports written before 2026-12-05 may carry
-    # another, and the suite check widens its threshold by it.
-    speed_factor: float = 1.0
 
     @property
     def regressed(self) -> bool:

@@ -144,9 +144,9 @@ def test_budget_refuses_a_config_that_cannot_fit() -> None:
 
 
 def test_leaks_name_what_did_not_come_back() -> None:
-    idle = Footprint(device_gib=0.5, shm_mib=10, child_processes=0, rss_mib=500)
-    assert leaks(idle, Footprint(0.9, 40, 0, 600)) == []
-    found = leaks(idle, Footprint(2.5, 200, 2, 900))
+    idle = Footprint(device_gib=0.5, shm_mib=10, processes=(), rss_mib=500)
+    assert leaks(idle, Footprint(0.9, 40, (), 600)) == []
+    found = leaks(idle, Footprint(2.5, 200, ("11 vllm EngineCore", "12 python -c spawn"), 900))
     assert len(found) == 4
     assert "GPU memory 2.50 GiB in use, 0.50 GiB at idle" in found[0]
 

@@ -126,7 +126,9 @@ class TestRecord:
     base: PerfResult | None = None
     # every result of a test that measured several (a sweep inside it), for its curve
     points: tuple[PerfResult, ...] = ()
-    speed_factor: float = 1.0  # the runner probe's factor applied to the baseline (gate.py)
+    # The runner probe's factor the gate applied to the baseline: written by reports from
+    # before 2026-12-04, when the CPU gate still scaled by the probe; 1.0 since.
+    speed_factor: float = 1.0
 
     @property
     def label(self) -> str:
@@ -189,7 +191,6 @@ class TestRecord:
             baseline=getattr(verdict, "baseline", None),
             base=getattr(verdict, "base_result", None),
             points=tuple(getattr(verdict, "points", ())),
-            speed_factor=getattr(verdict, "speed_factor", 1.0),
         )
 
     def to_json(self) -> dict[str, Any]:
