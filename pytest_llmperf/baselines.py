@@ -167,6 +167,13 @@ class MetricRecord:
         """Per-start medians; a version 1 record is one start (the median of its values)."""
         return self.start_medians or (self.median,)
 
+    def pooled_with(self, newer: MetricRecord) -> MetricRecord:
+        """This record and a newer recording of the same metric as one: values and
+        per-start medians concatenated (this record's first), median and MAD recomputed."""
+        values = (*self.values, *newer.values)
+        return MetricRecord(values=values, median=stats.median(values), mad=stats.mad(values),
+                            start_medians=(*self.per_start(), *newer.per_start()))
+
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"values": list(self.values), "median": self.median, "mad": self.mad}
         if self.start_medians:
@@ -349,6 +356,60 @@ class BaselineEntry:
             if len(kept) == keep - 1:
                 break
         return replace(self, speed_states=tuple(kept))
+
+    def appended_to(self, previous: BaselineEntry | None, *,
+                    apart: float = MAX_RATIO) -> tuple[BaselineEntry, str]:
+        """This fresh recording pooled into the recording of ``previous`` made in the same
+        runner speed state (probe within ``apart`` of this one's; the nearest if several),
+        so that a baseline can gather engine starts from several sessions or days instead
+        of carrying one session's offset. The other states are kept as
+        ``keeping_states_of`` keeps them. Returns the entry and a sentence saying what was
+        pooled, or why nothing was: no previous entry, another config or software (stale),
+        no probe, or no recording in this speed state; then the entry is this recording
+        with the other states kept, as without appending."""
+        mine = _probe(self.host_speed)
+        if previous is None:
+            why = "no stored entry to append to"
+        elif (previous.fingerprint != self.fingerprint or previous.engine != self.engine
+                or _comparable(previous.workload) != _comparable(self.workload)):
+            why = "the stored entry measured another config or software, so it was replaced"
+        elif mine is None and _probe(previous.host_speed) is None:
+            return self._pooled_into(previous, previous, apart), (
+                f"appended to the stored recording ({previous.recorded_at}); "
+                f"{self._starts_text(previous)}")
+        elif mine is None:
+            why = "this run has no runner-speed probe to match a stored speed state with"
+        else:
+            near = []
+            for old in previous.states():
+                probe = _probe(old.host_speed)
+                if probe is not None and probe.version == mine.version:
+                    gap = abs(math.log(probe.score / mine.score))
+                    if gap <= math.log(apart):
+                        near.append((gap, old))
+            if near:
+                old = min(near, key=lambda pair: pair[0])[1]
+                assert old.host_speed is not None
+                return self._pooled_into(old, previous, apart), (
+                    f"appended to the recording of probe {old.host_speed['score']:.4g} "
+                    f"({old.recorded_at}); {self._starts_text(old)}")
+            why = f"no stored recording in this runner speed state (probe {mine.score:.4g})"
+        return self.keeping_states_of(previous, apart=apart), f"nothing appended: {why}"
+
+    def _starts_text(self, old: BaselineEntry) -> str:
+        before = max((len(r.per_start()) for r in old.metrics.values()), default=0)
+        added = max((len(r.per_start()) for r in self.metrics.values()), default=0)
+        return f"{before} + {added} engine start(s) pooled"
+
+    def _pooled_into(self, old: BaselineEntry, previous: BaselineEntry,
+                     apart: float) -> BaselineEntry:
+        """This recording's metrics pooled with ``old``'s (one state of ``previous``),
+        the other states of ``previous`` kept."""
+        metrics = {name: (old.metrics[name].pooled_with(rec) if name in old.metrics else rec)
+                   for name, rec in self.metrics.items()}
+        # The state pooled into lies within ``apart`` of this probe, so keeping_states_of
+        # keeps only the others (none without a probe).
+        return replace(self, metrics=metrics).keeping_states_of(previous, apart=apart)
 
     def metric_values(self) -> dict[str, list[float]]:
         """Per-trial values by metric name, shaped like ``PerfResult.metric_values()``."""

@@ -186,6 +186,7 @@ class RunOptions:
     device: str = "cpu"
     update_baselines: bool = False
     baseline_starts: int = 1
+    baseline_append: bool = False
     strict: bool = False
     baselines_dir: Path = Path(DEFAULT_BASELINES_DIR)
     tolerance: float | None = None
@@ -283,6 +284,14 @@ class RunOptions:
                 "injected slowdown; record without --llmperf-slowdown, then gate with it",
                 other=flag("llmperf_slowdown"),
             )
+        append = bool(get("llmperf_baseline_append", False))
+        if append and not update:
+            raise OptionError(
+                flag("llmperf_baseline_append"),
+                " without --llmperf-update-baselines: it says how to record and would be "
+                "ignored; add --llmperf-update-baselines or drop it",
+                other=flag("llmperf_update_baselines"),
+            )
         if starts_given is not None and not update:
             raise OptionError(
                 flag("llmperf_baseline_starts"),
@@ -336,6 +345,7 @@ class RunOptions:
             device="gpu" if get("gpu") else "cpu",
             update_baselines=update,
             baseline_starts=starts_given or 1,
+            baseline_append=append,
             strict=strict,
             baselines_dir=baselines_dir,
             tolerance=overall,

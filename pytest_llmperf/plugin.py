@@ -92,6 +92,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="with --llmperf-update-baselines, measure each test in N engine "
                          "starts and pool them, so the baseline averages out start-to-start "
                          "drift (default: 1; 3 is worth it on GPUs)")
+    group.addoption("--llmperf-baseline-append", action="store_true", default=False,
+                    help="with --llmperf-update-baselines, pool the new engine starts into the "
+                         "stored recording of the same config, software and runner speed state "
+                         "instead of replacing it, so a baseline gathers starts from several "
+                         "sessions (default: off; delete the entry to start over)")
     group.addoption("--llmperf-strict", action="store_true", default=False,
                     help="fail tests whose baseline is missing or stale, or whose gate stays "
                          "inconclusive (default: warn)")
@@ -1014,7 +1019,11 @@ def _record_result(item: pytest.Item, session: LLMPerfSession, plan: Plan, resul
             store = session.store_for(plan)
             entry = BaselineEntry.from_starts(test_id, starts, session.fingerprint_for(plan),
                                               _git_commit(item), host_speed=speed)
-            entry = entry.keeping_states_of(store.get(suite, test_id))
+            if session.options.baseline_append:
+                entry, pooled = entry.appended_to(store.get(suite, test_id))
+                verdict.messages.append(pooled)
+            else:
+                entry = entry.keeping_states_of(store.get(suite, test_id))
             if entry.speed_states:
                 kept = ", ".join(f"{s.host_speed['score']:.4g} ({s.recorded_at})"
                                  for s in entry.speed_states)
