@@ -339,10 +339,7 @@ class BaselineEntry:
         same config (engine and workload, but for IGNORED_WORKLOAD_KEYS) with the same
         software (fingerprint): a recording of other code or another config is stale."""
         mine = _probe(self.host_speed)
-        if previous is None or mine is None or keep < 2:
-            return self
-        if (previous.fingerprint != self.fingerprint or previous.engine != self.engine
-                or _comparable(previous.workload) != _comparable(self.workload)):
+        if previous is None or mine is None or keep < 2 or not self._measures_as(previous):
             return self
         scores = [mine.score]
         kept: list[SpeedState] = []
@@ -370,8 +367,7 @@ class BaselineEntry:
         mine = _probe(self.host_speed)
         if previous is None:
             why = "no stored entry to append to"
-        elif (previous.fingerprint != self.fingerprint or previous.engine != self.engine
-                or _comparable(previous.workload) != _comparable(self.workload)):
+        elif not self._measures_as(previous):
             why = "the stored entry measured another config or software, so it was replaced"
         elif mine is None and _probe(previous.host_speed) is None:
             return self._pooled_into(previous, previous, apart), (
@@ -380,21 +376,38 @@ class BaselineEntry:
         elif mine is None:
             why = "this run has no runner-speed probe to match a stored speed state with"
         else:
-            near = []
-            for old in previous.states():
-                probe = _probe(old.host_speed)
-                if probe is not None and probe.version == mine.version:
-                    gap = abs(math.log(probe.score / mine.score))
-                    if gap <= math.log(apart):
-                        near.append((gap, old))
-            if near:
-                old = min(near, key=lambda pair: pair[0])[1]
+            old, gap = previous.nearest_state(mine)
+            if gap <= math.log(apart):
                 assert old.host_speed is not None
                 return self._pooled_into(old, previous, apart), (
                     f"appended to the recording of probe {old.host_speed['score']:.4g} "
                     f"({old.recorded_at}); {self._starts_text(old)}")
             why = f"no stored recording in this runner speed state (probe {mine.score:.4g})"
         return self.keeping_states_of(previous, apart=apart), f"nothing appended: {why}"
+
+    def _measures_as(self, previous: BaselineEntry) -> bool:
+        """Whether ``previous`` measured the same config (engine and workload, but for
+        IGNORED_WORKLOAD_KEYS) with the same software (fingerprint)."""
+        return (previous.fingerprint == self.fingerprint and previous.engine == self.engine
+                and _comparable(previous.workload) == _comparable(self.workload))
+
+    def recorded_speed(self) -> HostSpeed | None:
+        """The runner-speed probe this recording was made at; None without a readable one."""
+        return _probe(self.host_speed)
+
+    def nearest_state(self, now: HostSpeed | None) -> tuple[BaselineEntry, float]:
+        """The recording (of ``states()``) whose probe is nearest ``now``, by the least
+        |ln(now / recorded)| of their scores, the newest on a tie, and that distance: inf
+        when there is no comparable probe (another probe version, or none), and then
+        the newest recording."""
+        def distance(state: BaselineEntry) -> float:
+            recorded = state.recorded_speed()
+            if now is None or recorded is None or recorded.version != now.version or now.score <= 0:
+                return math.inf
+            return abs(math.log(now.score / recorded.score))
+
+        best = min(self.states(), key=distance)  # min keeps the first (newest) of equals
+        return best, distance(best)
 
     def _starts_text(self, old: BaselineEntry) -> str:
         before = max((len(r.per_start()) for r in old.metrics.values()), default=0)

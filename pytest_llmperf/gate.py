@@ -6,7 +6,6 @@ into a pytest failure and a script can print it.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -185,7 +184,7 @@ def compare_entry(
         if why:
             messages.append(why)
         file_entries = [speed_state(e, host_speed)[0] for e in file_entries]
-        note = state_note(host_speed, _recorded_speed(entry))
+        note = state_note(host_speed, entry.recorded_speed())
         if note:
             messages.append(note)
     floors: dict[str, float] | None = None
@@ -210,14 +209,6 @@ def compare_entry(
     return "compared", comparison, messages
 
 
-def _recorded_speed(entry: BaselineEntry) -> HostSpeed | None:
-    if entry.host_speed is None:
-        return None
-    with contextlib.suppress(KeyError, TypeError, ValueError):
-        return HostSpeed.from_json(entry.host_speed)
-    return None
-
-
 def speed_state(entry: BaselineEntry, now: HostSpeed | None) -> tuple[BaselineEntry, str]:
     """(recording, why): ``entry``'s recording of the runner speed state nearest ``now``
     (the least |ln(now / recorded)| of their probe scores; the newest on a tie, and
@@ -226,17 +217,11 @@ def speed_state(entry: BaselineEntry, now: HostSpeed | None) -> tuple[BaselineEn
     states = entry.states()
     if len(states) == 1:
         return states[0], ""
-
-    def distance(state: BaselineEntry) -> float:
-        recorded = _recorded_speed(state)
-        if now is None or recorded is None or recorded.version != now.version or now.score <= 0:
-            return math.inf
-        return abs(math.log(now.score / recorded.score))
-
-    best = min(states, key=distance)  # min keeps the first (newest) of equals
-    scores = ", ".join(f"{s.score:.4g}" for s in map(_recorded_speed, states) if s is not None)
-    chosen = _recorded_speed(best)
-    if now is None or chosen is None or math.isinf(distance(best)):
+    best, distance = entry.nearest_state(now)
+    scores = ", ".join(f"{s.score:.4g}" for s in (st.recorded_speed() for st in states)
+                       if s is not None)
+    chosen = best.recorded_speed()
+    if now is None or chosen is None or math.isinf(distance):
         return best, (f"baseline holds recordings of {len(states)} runner speed states "
                       f"(probe {scores}) and this run has no comparable probe: compared "
                       f"with the newest, recorded {best.recorded_at}")
