@@ -83,6 +83,11 @@ for s in "$@"; do
   gate-*)      # one suite gated against the committed baselines: gate-throughput, gate-serving...
     step $s 150 $P suites/test_${s#gate-}.py --llmperf-json="$OUT/$s.json" \
       --llmperf-markdown="$OUT/$s.md" ;;
+  gate+*)      # several suites gated in one pytest run, so its suite check sees all their
+               # tests: gate+throughput+batch_curve
+    files=""; for f in $(echo "${s#gate+}" | tr + ' '); do files="$files suites/test_$f.py"; done
+    step ${s//+/_} 150 $P $files --llmperf-json="$OUT/${s//+/_}.json" \
+      --llmperf-markdown="$OUT/${s//+/_}.md" ;;  # "+" does not come back from the device
   gate)        step $s 300 $P suites/ --llmperf-json="$OUT/gate.json" --llmperf-markdown="$OUT/gate.md" ;;
   gv2)         # issue 13: tile-aligned cards; the budget is what is left of this call
     n=$(ls "$OUT"/gv2-*.json 2>/dev/null | wc -l)
@@ -106,3 +111,5 @@ for s in "$@"; do
 done
 cat "$OUT/steps.txt"
 tail -n 15 "$OUT"/*.txt | cut -c1-300
+# the reports too, cut short, so that the figures come back even where a file does not
+for f in "$OUT"/*.md; do [ -f "$f" ] && { echo "==> $f"; sed "/^Changes are against/q" "$f" | cut -c1-300 | head -c 7000; }; done
