@@ -84,9 +84,9 @@ for s in "$@"; do
     step $s 150 $P suites/test_${s#gate-}.py --llmperf-json="$OUT/$s.json" \
       --llmperf-markdown="$OUT/$s.md" ;;
   gate+*)      # several suites gated in one pytest run, so its suite check sees all their
-               # tests: gate+throughput+batch_curve
+               # tests: gate+throughput+batch_curve; K=EXPR selects tests (-k EXPR)
     files=""; for f in $(echo "${s#gate+}" | tr + ' '); do files="$files suites/test_$f.py"; done
-    step ${s//+/_} 150 $P $files --llmperf-json="$OUT/${s//+/_}.json" \
+    step ${s//+/_} 150 $P $files ${K:+-k "$K"} --llmperf-json="$OUT/${s//+/_}.json" \
       --llmperf-markdown="$OUT/${s//+/_}.md" ;;  # "+" does not come back from the device
   gate)        step $s 300 $P suites/ --llmperf-json="$OUT/gate.json" --llmperf-markdown="$OUT/gate.md" ;;
   gv2)         # issue 13: tile-aligned cards; the budget is what is left of this call
