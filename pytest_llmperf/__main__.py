@@ -1,8 +1,9 @@
-"""``python -m pytest_llmperf history|merge``: the report core from the command line.
+"""``python -m pytest_llmperf history|merge|table``: the report core from the command line.
 
 ``history DB``: trends per test across the runs stored with ``--llmperf-history``,
 change points flagged, optionally as PNGs. ``merge SHARD.json ...``: one report (JSON,
 Markdown, plots) from the ``--llmperf-json`` files of several shards or runners.
+``table REPORT.json ...``: the suite table (reports/suite_table.py) of one or more runs.
 """
 
 from __future__ import annotations
@@ -64,6 +65,15 @@ def _merge(args: argparse.Namespace) -> int:
     return 1 if args.check and merged.failed else 0
 
 
+def _table(args: argparse.Namespace) -> int:
+    from .reports.json import read_json
+    from .reports.suite_table import suite_table
+
+    for line in suite_table([read_json(path) for path in args.reports], markdown=args.markdown):
+        print(line)
+    return 0
+
+
 def _share(text: str) -> float | None:
     """--suite-check SHARE|off, read as --llmperf-suite-check is (None: off)."""
     from .options import OptionError, parse_suite_check
@@ -100,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="apply the suite check over the merged tests: fail when a metric's median "
                         "change is worse than SHARE of its tolerance (default: not applied)")
     m.set_defaults(func=_merge)
+    t = sub.add_parser("table", help="the suite table (tok/s, latency, memory, KV vs the card, "
+                                     "roofline share, starts apart) of --llmperf-json files")
+    t.add_argument("reports", nargs="+", metavar="REPORT.json[.gz]")
+    t.add_argument("--markdown", action="store_true", help="a Markdown table (default: text)")
+    t.set_defaults(func=_table)
     return parser
 
 

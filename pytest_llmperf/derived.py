@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from .results import PerfResult
 
 GIB = 2**30
+# The figures this module derives (metrics.py describes each); a report's "derived" holds them.
+FIGURES = ("cost_per_mtok_usd", "cost_per_request_usd", "roofline_share", "decode_bytes_s")
 
 
 def cost_figures(result: PerfResult, usd_per_gpu_hour: float, gpus: int) -> dict[str, float]:

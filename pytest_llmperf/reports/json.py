@@ -9,6 +9,7 @@ downstream reject) and when it is read back (``merge`` names the bad file and pa
 from __future__ import annotations
 
 import functools
+import gzip
 import importlib.resources
 import json
 import os
@@ -73,11 +74,15 @@ def write_json(report: RunReport, path: str | os.PathLike[str]) -> Path:
 
 
 def read_json(path: str | os.PathLike[str]) -> RunReport:
-    """A report file back as a RunReport; ReportError names the file and the reason."""
+    """A report file (``.gz``: gzipped, as benchmarks/results keeps them) back as a
+    RunReport; ReportError names the file and the reason."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
+        raw = Path(path).read_bytes()
+        text = (gzip.decompress(raw) if str(path).endswith(".gz") else raw).decode("utf-8")
+    except OSError as exc:  # gzip.BadGzipFile is one
         raise ReportError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, EOFError) as exc:
+        raise ReportError(f"{path}: cannot read: {exc}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -129,6 +129,9 @@ class TestRecord:
     # The runner probe's factor the gate applied to the baseline: written by reports from
     # before 2026-12-04, when the CPU gate still scaled by the probe; 1.0 since.
     speed_factor: float = 1.0
+    # figures derived from the result (derived.py: roofline share, decode bytes/s, cost),
+    # named in the metrics catalogue; reports before 2026-12-06 have none
+    derived: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -191,6 +194,7 @@ class TestRecord:
             baseline=getattr(verdict, "baseline", None),
             base=getattr(verdict, "base_result", None),
             points=tuple(getattr(verdict, "points", ())),
+            derived=dict(getattr(verdict, "derived", None) or {}),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -213,6 +217,7 @@ class TestRecord:
             "base": None if self.base is None else self.base.to_json(),
             "points": [p.to_json() for p in self.points],
             "speed_factor": self.speed_factor,
+            "derived": {k: self.derived[k] for k in sorted(self.derived)},
         })
 
     @classmethod
@@ -242,6 +247,7 @@ class TestRecord:
             base=_result(data.get("base")),
             points=tuple(r for r in (_result(p) for p in data.get("points", ())) if r is not None),
             speed_factor=float(data.get("speed_factor", 1.0)),
+            derived={k: nan(v) for k, v in (data.get("derived") or {}).items()},
         )
 
 
