@@ -113,3 +113,5 @@ cat "$OUT/steps.txt"
 tail -n 15 "$OUT"/*.txt | cut -c1-300
 # the reports too, cut short, so that the figures come back even where a file does not
 for f in "$OUT"/*.md; do [ -f "$f" ] && { echo "==> $f"; sed "/^Changes are against/q" "$f" | cut -c1-300 | head -c 7000; }; done
+# and the suite table of every report written (roofline share, KV vs formula, starts apart)
+ls "$OUT"/*.json > /dev/null 2>&1 && python3 -m pytest_llmperf table "$OUT"/*.json | cut -c1-320
