@@ -31,3 +31,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("full") is not None:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _inner_runs_are_not_xdist_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under ``-n``, pytester's inner runs would inherit PYTEST_XDIST_WORKER, and
+    pytest-benchmark disables itself whenever that is set (no --benchmark-json, no
+    autosave): tests/test_benchmark_interop.py failed only under xdist. An inner run that
+    uses xdist itself sets its own."""
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)
