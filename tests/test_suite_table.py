@@ -112,3 +112,17 @@ def test_table_cli_reads_gzipped_reports_and_names_a_bad_one(
     assert "broken.json.gz: cannot read" in capsys.readouterr().err
     assert main(["table", str(tmp_path / "none.json")]) == 2
     assert "none.json: cannot read" in capsys.readouterr().err
+
+
+def test_cost_column_only_where_the_run_was_priced() -> None:
+    report = _report()
+    assert "$ / M out tok" not in suite_table([report])[0]
+    priced = Verdict(test_id="suites/test_c.py::test_priced", result=_result(2000.0, 5.0),
+                     derived={"cost_per_mtok_usd": 0.347, "cost_per_request_usd": 0.0001})
+    both = [report, RunReport.from_verdicts([priced], hardware_key=KEY)]
+    lines = suite_table(both)
+    assert "$ / M out tok" in lines[0]
+    assert "$0.347" in next(line for line in lines if "test_priced" in line)
+    row = next(line for line in lines if "test_row[24]" in line)
+    assert "$" not in row  # unpriced run: no cost, not zero
+    assert suite_table(both, markdown=True)[2].split(" | ")[3] == "-"

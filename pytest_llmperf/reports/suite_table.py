@@ -1,6 +1,6 @@
 """The suite table: one row per perf test of one or more reports, the figures a team publishes.
 
-Per config: output tok/s, TTFT and TPOT p50/p99, peak memory, KV-cache tokens against the
+Per config: output tok/s (and its GPU cost per million tokens, where priced), TTFT and TPOT p50/p99, peak memory, KV-cache tokens against the
 card's formula, the share of the GPU's peak memory bandwidth a decode-bound run reads
 (derived.py), the engine start and the time spent measuring; then the wall time of all
 tests with the engine starts counted apart. ``python -m pytest_llmperf table REPORT.json...``
@@ -92,8 +92,20 @@ def totals(reports: Sequence[RunReport]) -> Totals:
     return Totals(tests, measured, sum(starts.values()), measuring)
 
 
+def _cost(t: TestRecord) -> str:
+    usd = t.derived.get("cost_per_mtok_usd")
+    return "-" if usd is None or usd != usd else f"${usd:,.3f}"
+
+
 def suite_table(reports: Sequence[RunReport], markdown: bool = False) -> list[str]:
-    """The table over every test of ``reports`` (in their order), then the totals line."""
-    rows = [_row(t) for report in reports for t in report.tests]
-    lines = (markdown_table if markdown else text_table)(HEADER, rows, RIGHT)
+    """The table over every test of ``reports`` (in their order), then the totals line;
+    with a cost column after throughput where a run had --llmperf-gpu-cost-per-hour."""
+    tests = [t for report in reports for t in report.tests]
+    header, right, rows = list(HEADER), list(RIGHT), [_row(t) for t in tests]
+    if any("cost_per_mtok_usd" in t.derived for t in tests):
+        header.insert(3, "$ / M out tok")
+        right.insert(3, True)
+        for row, t in zip(rows, tests, strict=True):
+            row.insert(3, _cost(t))
+    lines = (markdown_table if markdown else text_table)(header, rows, right)
     return [*lines, "", totals(reports).line()]
