@@ -84,10 +84,17 @@ for s in "$@"; do
     step $s 150 $P suites/test_${s#gate-}.py --llmperf-json="$OUT/$s.json" \
       --llmperf-markdown="$OUT/$s.md" ;;
   gate+*)      # several suites gated in one pytest run, so its suite check sees all their
-               # tests: gate+throughput+batch_curve; K=EXPR selects tests (-k EXPR)
+               # tests: gate+throughput+batch_curve; K=EXPR (or KG=EXPR) selects tests (-k EXPR)
     files=""; for f in $(echo "${s#gate+}" | tr + ' '); do files="$files suites/test_$f.py"; done
-    step ${s//+/_} 150 $P $files ${K:+-k "$K"} --llmperf-json="$OUT/${s//+/_}.json" \
+    kg=${KG:-${K:-}}
+    step ${s//+/_} 150 $P $files ${kg:+-k "$kg"} --llmperf-json="$OUT/${s//+/_}.json" \
       --llmperf-markdown="$OUT/${s//+/_}.md" ;;  # "+" does not come back from the device
+  rec+*)       # record the tests of several suites (K=EXPR selects them), STARTS engine
+               # starts each (default 1): rec+memory+quantization; KR=EXPR (or K) selects tests
+    files=""; for f in $(echo "${s#rec+}" | tr + ' '); do files="$files suites/test_$f.py"; done
+    kr=${KR:-${K:-}}
+    step ${s//+/_} 150 $P $files ${kr:+-k "$kr"} $REC --llmperf-baseline-starts=${STARTS:-1} \
+      --llmperf-json="$OUT/${s//+/_}.json" --llmperf-markdown="$OUT/${s//+/_}.md" ;;
   gate)        step $s 300 $P suites/ --llmperf-json="$OUT/gate.json" --llmperf-markdown="$OUT/gate.md" ;;
   gv2)         # issue 13: tile-aligned cards; the budget is what is left of this call
     n=$(ls "$OUT"/gv2-*.json 2>/dev/null | wc -l)
