@@ -55,7 +55,8 @@ def under_budget(
         )
     usable = engine.gpu_memory_utilization * budget_bytes
     weights = predicted_weight_bytes(source.config, engine.dtype) if source.config else None
-    kv_per_token = source.kv_bytes_per_token(engine.kv_cache_dtype, engine.dtype)
+    kv_per_token = source.engine_kv_bytes_per_token(engine.speculative_config, engine.kv_cache_dtype,
+                                                    engine.dtype)
     if weights is not None and engine.quantization is None:
         need = weights / engine.tp
         what = f"weights {fmt_gib(need)}"

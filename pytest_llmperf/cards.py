@@ -47,6 +47,29 @@ class ModelSource:
             return None
         return predicted_kv_bytes_per_token(self.config, kv_cache_dtype=kv_cache_dtype, dtype=dtype)
 
+    def engine_kv_bytes_per_token(self, speculative_config: dict[str, Any] | None = None,
+                                  kv_cache_dtype: str = "auto", dtype: str = "auto") -> int | None:
+        """KV bytes per token of the whole engine: a draft model (speculative decoding with
+        its own ``model``) keeps its own KV in the same blocks, so each token costs the
+        target's bytes plus the draft's (Llama-3.1-8B with a Llama-3.2-1B draft: 131,072 +
+        32,768 B, so 80% of the target-only count). None where the draft's shapes are
+        unknown, rather than a count the engine cannot reach."""
+        own = self.kv_bytes_per_token(kv_cache_dtype, dtype)
+        spec = speculative_config or {}
+        if own is None or not spec.get("model") or spec.get("method") in _NO_DRAFT_LAYERS:
+            return own
+        try:
+            draft = resolve_model(str(spec["model"]))
+        except (ValueError, OSError):
+            return None
+        # the draft runs in the target's dtype and shares its KV-cache dtype
+        extra = draft.kv_bytes_per_token(kv_cache_dtype, dtype)
+        return None if extra is None else own + extra
+
+
+# speculative methods whose proposer keeps no KV cache of its own
+_NO_DRAFT_LAYERS = frozenset({"ngram", "suffix"})
+
 
 def _has_weights(directory: Path) -> bool:
     return any(directory.glob("*.safetensors")) or any(directory.glob("*.bin")) or any(

@@ -292,8 +292,9 @@ class EngineHandle:
             kv_cache_tokens=self.info.get("kv_cache_tokens"),
             max_concurrency=self.info.get("max_concurrency"),
             kv_cache_gib=self.info.get("kv_cache_gib"),
-            predicted_kv_bytes_per_token=self.source.kv_bytes_per_token(
-                self.config.kv_cache_dtype, self.info.get("dtype", self.config.dtype)
+            predicted_kv_bytes_per_token=self.source.engine_kv_bytes_per_token(
+                self.config.speculative_config, self.config.kv_cache_dtype,
+                self.info.get("dtype", self.config.dtype),
             ),
         )
         notes = []
