@@ -35,6 +35,10 @@ step() {  # name minimum-seconds command...
   tar -C "$BL" -cf "$OUT/bl.tar" .
 }
 
+suite_files() {  # throughput+batch_curve -> suites/test_throughput.py suites/test_batch_curve.py
+  local f; for f in $(echo "$1" | tr + ' '); do echo -n " suites/test_$f.py"; done
+}
+
 for s in "$@"; do
   left=$(( DEADLINE - ($(date +%s) - T0) ))
   case $s in
@@ -85,13 +89,13 @@ for s in "$@"; do
       --llmperf-markdown="$OUT/$s.md" ;;
   gate+*)      # several suites gated in one pytest run, so its suite check sees all their
                # tests: gate+throughput+batch_curve; K=EXPR (or KG=EXPR) selects tests (-k EXPR)
-    files=""; for f in $(echo "${s#gate+}" | tr + ' '); do files="$files suites/test_$f.py"; done
+    files=$(suite_files "${s#gate+}")
     kg=${KG:-${K:-}}
     step ${s//+/_} 150 $P $files ${kg:+-k "$kg"} --llmperf-json="$OUT/${s//+/_}.json" \
       --llmperf-markdown="$OUT/${s//+/_}.md" ;;  # "+" does not come back from the device
   rec+*)       # record the tests of several suites (K=EXPR selects them), STARTS engine
                # starts each (default 1): rec+memory+quantization; KR=EXPR (or K) selects tests
-    files=""; for f in $(echo "${s#rec+}" | tr + ' '); do files="$files suites/test_$f.py"; done
+    files=$(suite_files "${s#rec+}")
     kr=${KR:-${K:-}}
     step ${s//+/_} 150 $P $files ${kr:+-k "$kr"} $REC --llmperf-baseline-starts=${STARTS:-1} \
       --llmperf-json="$OUT/${s//+/_}.json" --llmperf-markdown="$OUT/${s//+/_}.md" ;;

@@ -1,7 +1,7 @@
 """The suite table: one row per perf test of one or more reports, the figures a team publishes.
 
-Per config: output tok/s (and its GPU cost per million tokens, where priced), TTFT and TPOT p50/p99, peak memory, KV-cache tokens against the
-card's formula, the share of the GPU's peak memory bandwidth a decode-bound run reads
+Per config: output tok/s (and its GPU cost per million tokens, where priced), TTFT and TPOT
+p50/p99, peak memory, KV-cache tokens against the card's formula, the share of the GPU's peak memory bandwidth a decode-bound run reads
 (derived.py), the engine start and the time spent measuring; then the wall time of all
 tests with the engine starts counted apart. ``python -m pytest_llmperf table REPORT.json...``
 prints it from ``--llmperf-json`` files, as text or Markdown.
@@ -54,7 +54,6 @@ def _row(t: TestRecord) -> list[str]:
     r = t.result
     if r is None:
         return [t.test_id, "-", *(["-"] * 11), t.label]
-    share = t.derived.get("roofline_share")
     return [
         t.test_id,
         config_label(t),
@@ -66,7 +65,7 @@ def _row(t: TestRecord) -> list[str]:
         num(r.memory.peak_process_gib, ".2f") + " GiB",
         num(r.memory.kv_cache_tokens, ",d") if r.memory.kv_cache_tokens else "-",
         _kv_share(t),
-        "-" if share is None or share != share else f"{share:.0%}",
+        _figure(t, "roofline_share", "{:.0%}"),
         num(r.start_time_s, ".1f") + " s",
         num(_measuring_s(t), ".1f") + " s",
         t.label,
@@ -92,9 +91,10 @@ def totals(reports: Sequence[RunReport]) -> Totals:
     return Totals(tests, measured, sum(starts.values()), measuring)
 
 
-def _cost(t: TestRecord) -> str:
-    usd = t.derived.get("cost_per_mtok_usd")
-    return "-" if usd is None or usd != usd else f"${usd:,.3f}"
+def _figure(t: TestRecord, name: str, fmt: str) -> str:
+    """A derived figure of the test, "-" where it has none (or NaN)."""
+    value = t.derived.get(name)
+    return "-" if value is None or value != value else fmt.format(value)
 
 
 def suite_table(reports: Sequence[RunReport], markdown: bool = False) -> list[str]:
@@ -106,6 +106,6 @@ def suite_table(reports: Sequence[RunReport], markdown: bool = False) -> list[st
         header.insert(3, "$ / M out tok")
         right.insert(3, True)
         for row, t in zip(rows, tests, strict=True):
-            row.insert(3, _cost(t))
+            row.insert(3, _figure(t, "cost_per_mtok_usd", "${:,.3f}"))
     lines = (markdown_table if markdown else text_table)(header, rows, right)
     return [*lines, "", totals(reports).line()]
