@@ -99,6 +99,10 @@ for s in "$@"; do
     kr=${KR:-${K:-}}
     step ${s//+/_} 150 $P $files ${kr:+-k "$kr"} $REC --llmperf-baseline-starts=${STARTS:-1} \
       --llmperf-json="$OUT/${s//+/_}.json" --llmperf-markdown="$OUT/${s//+/_}.md" ;;
+  pyc)         # the staged vLLM is unpacked without bytecode and the host may set
+               # PYTHONDONTWRITEBYTECODE: then every engine process compiles vLLM's source
+               # again. Time an import, compile /tmp/site once, time it again.
+    step $s 90 bash benchmarks/pyc-site.sh /tmp/site ;;
   gate)        step $s 300 $P suites/ --llmperf-json="$OUT/gate.json" --llmperf-markdown="$OUT/gate.md" ;;
   gv2)         # issue 13: tile-aligned cards; the budget is what is left of this call
     n=$(ls "$OUT"/gv2-*.json 2>/dev/null | wc -l)

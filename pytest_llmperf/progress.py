@@ -20,7 +20,8 @@ TRIAL_PREFIX = "[llmperf] "
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """``kind``: ``starting``, ``phase``, ``ready``, ``trial`` or ``warmup``; ``text`` for people."""
+    """``kind``: ``starting``, ``phase``, ``ready``, ``trial``, ``warmup`` or ``stopped``;
+    ``text`` for people."""
 
     kind: str
     text: str

@@ -69,7 +69,8 @@ def test_plugin_shows_engine_starts_unless_quiet(pytester: pytest.Pytester,
     """)
     loud = pytester.runpytest()
     loud.assert_outcomes(passed=1)
-    loud.stdout.fnmatch_lines(["[[]llmperf[]] starting engine tiny-llama-2l tp1*[[]cpu[]]"])
+    loud.stdout.fnmatch_lines(["[[]llmperf[]] starting engine tiny-llama-2l tp1*[[]cpu[]]",
+                               "[[]llmperf[]]   engine stopped in *.* s"])
     quiet = pytester.runpytest("-q")
     quiet.assert_outcomes(passed=1)
     assert "starting engine" not in quiet.stdout.str()
@@ -125,3 +126,12 @@ def test_the_engine_wait_loop_ticks_while_it_waits() -> None:
     msg = handle._wait("start", 10.0, lambda: ticks.append(1))
     assert msg == {"kind": "ready"}
     assert len(ticks) == 4  # before each of 3 polls, and after the reply
+
+
+def test_launch_note_tells_the_wait_beyond_vllms_own_start() -> None:
+    from pytest_llmperf.engine import launch_note
+
+    assert launch_note({"start_time_s": 13.4}) == ""  # an engine that did not say
+    assert launch_note({"launch_s": 21.26}) == " (21.3 s from spawn)"
+    assert (launch_note({"launch_s": 21.26, "import_s": 6.04})
+            == " (21.3 s from spawn, 6.0 s of it importing vLLM)")

@@ -1,0 +1,25 @@
+#!/bin/bash
+# Compiles the bytecode of a staged site folder (default /tmp/site) once, timing a fresh
+# `import vllm` before and after. The GPU stage unpacks vLLM's wheel without bytecode,
+# and a host that sets PYTHONDONTWRITEBYTECODE never caches it: every engine process
+# (and vLLM's EngineCore beside it) then compiles vLLM's source again.
+set -u
+SITE=${1:-/tmp/site}
+now() { date +%s.%N; }
+imp() {
+  local t=$(now)
+  python3 -c "import vllm, vllm.entrypoints.llm" > /dev/null 2>&1
+  echo "import vllm ($1): $(python3 -c "print(f'{$(now) - $t:.1f}')") s"
+}
+echo "PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-unset}"
+echo "bytecode files in $SITE before: $(find "$SITE" -name '*.pyc' | wc -l)"
+imp before; imp before-again
+# and the host's own packages (torch, transformers) where they lack bytecode too
+HOSTSITE=$(python3 -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
+echo "bytecode files in $HOSTSITE before: $(find "$HOSTSITE" -name '*.pyc' | wc -l)"
+for d in "$SITE" "$HOSTSITE"; do
+  t=$(now); python3 -m compileall -q -j0 "$d" > /dev/null 2>&1; rc=$?
+  echo "compileall $d: $(python3 -c "print(f'{$(now) - $t:.1f}')") s, rc=$rc"
+done
+echo "bytecode files in $SITE after: $(find "$SITE" -name '*.pyc' | wc -l)"
+imp after; imp after-again
