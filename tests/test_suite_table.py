@@ -122,7 +122,9 @@ def test_cost_column_only_where_the_run_was_priced() -> None:
     both = [report, RunReport.from_verdicts([priced], hardware_key=KEY)]
     lines = suite_table(both)
     assert "$ / M out tok" in lines[0]
+    assert "$ / request" in lines[0]
     assert "$0.347" in next(line for line in lines if "test_priced" in line)
+    assert "$0.00010" in next(line for line in lines if "test_priced" in line)
     row = next(line for line in lines if "test_row[24]" in line)
     assert "$" not in row  # unpriced run: no cost, not zero
-    assert suite_table(both, markdown=True)[2].split(" | ")[3] == "-"
+    assert suite_table(both, markdown=True)[2].split(" | ")[3:5] == ["-", "-"]

@@ -1,6 +1,7 @@
 """The suite table: one row per perf test of one or more reports, the figures a team publishes.
 
-Per config: output tok/s (and its GPU cost per million tokens, where priced), TTFT and TPOT
+Per config: output tok/s (and its GPU cost per million tokens and per request, where
+priced), TTFT and TPOT
 p50/p99, peak memory, KV-cache tokens against the card's formula, the share of the GPU's peak memory bandwidth a decode-bound run reads
 (derived.py), the engine start and the time spent measuring; then the wall time of all
 tests with the engine starts counted apart. ``python -m pytest_llmperf table REPORT.json...``
@@ -20,6 +21,9 @@ from .terminal import config_label, num
 HEADER = ("test", "config", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99",
           "peak mem", "KV tokens", "KV / formula", "roofline", "start", "measured", "verdict")
 RIGHT = (False, False, *([True] * 11), False)
+# Inserted after "out tok/s" where a report priced its runs (derived.py names them).
+COST_COLUMNS = (("cost_per_mtok_usd", "$ / M out tok", "${:,.3f}"),
+                ("cost_per_request_usd", "$ / request", "${:,.5f}"))
 
 
 @dataclass(frozen=True)
@@ -99,13 +103,14 @@ def _figure(t: TestRecord, name: str, fmt: str) -> str:
 
 def suite_table(reports: Sequence[RunReport], markdown: bool = False) -> list[str]:
     """The table over every test of ``reports`` (in their order), then the totals line;
-    with a cost column after throughput where a run had --llmperf-gpu-cost-per-hour."""
+    with cost columns after throughput where a run had --llmperf-gpu-cost-per-hour."""
     tests = [t for report in reports for t in report.tests]
     header, right, rows = list(HEADER), list(RIGHT), [_row(t) for t in tests]
-    if any("cost_per_mtok_usd" in t.derived for t in tests):
-        header.insert(3, "$ / M out tok")
-        right.insert(3, True)
-        for row, t in zip(rows, tests, strict=True):
-            row.insert(3, _figure(t, "cost_per_mtok_usd", "${:,.3f}"))
+    for col, (name, title, fmt) in enumerate(COST_COLUMNS, start=3):
+        if any(name in t.derived for t in tests):
+            header.insert(col, title)
+            right.insert(col, True)
+            for row, t in zip(rows, tests, strict=True):
+                row.insert(col, _figure(t, name, fmt))
     lines = (markdown_table if markdown else text_table)(header, rows, right)
     return [*lines, "", totals(reports).line()]
