@@ -13,7 +13,7 @@ imp() {
 }
 echo "PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-unset}"
 echo "bytecode files in $SITE before: $(find "$SITE" -name '*.pyc' | wc -l)"
-imp before; imp before-again
+imp before
 # and the host's own packages (torch, transformers) where they lack bytecode too
 HOSTSITE=$(python3 -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
 echo "bytecode files in $HOSTSITE before: $(find "$HOSTSITE" -name '*.pyc' | wc -l)"
@@ -22,4 +22,4 @@ for d in "$SITE" "$HOSTSITE"; do
   echo "compileall $d: $(python3 -c "print(f'{$(now) - $t:.1f}')") s, rc=$rc"
 done
 echo "bytecode files in $SITE after: $(find "$SITE" -name '*.pyc' | wc -l)"
-imp after; imp after-again
+imp after
