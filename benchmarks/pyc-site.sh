@@ -6,10 +6,11 @@
 set -u
 SITE=${1:-/tmp/site}
 now() { date +%s.%N; }
+since() { python3 -c "print(f'{$(now) - $1:.1f}')"; }  # seconds since a now()
 imp() {
   local t=$(now)
   python3 -c "import vllm, vllm.entrypoints.llm" > /dev/null 2>&1
-  echo "import vllm ($1): $(python3 -c "print(f'{$(now) - $t:.1f}')") s"
+  echo "import vllm ($1): $(since "$t") s"
 }
 echo "PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-unset}"
 echo "bytecode files in $SITE before: $(find "$SITE" -name '*.pyc' | wc -l)"
@@ -19,7 +20,7 @@ HOSTSITE=$(python3 -c "import os, torch; print(os.path.dirname(os.path.dirname(t
 echo "bytecode files in $HOSTSITE before: $(find "$HOSTSITE" -name '*.pyc' | wc -l)"
 for d in "$SITE" "$HOSTSITE"; do
   t=$(now); python3 -m compileall -q -j0 "$d" > /dev/null 2>&1; rc=$?
-  echo "compileall $d: $(python3 -c "print(f'{$(now) - $t:.1f}')") s, rc=$rc"
+  echo "compileall $d: $(since "$t") s, rc=$rc"
 done
 echo "bytecode files in $SITE after: $(find "$SITE" -name '*.pyc' | wc -l)"
 imp after

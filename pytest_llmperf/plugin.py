@@ -449,7 +449,6 @@ def _terminal_progress(config: pytest.Config) -> Any:
         return None
 
     def show(event: Any) -> None:
-        reporter.ensure_newline()
         if getattr(reporter._tw, "width_of_current_line", 0):
             reporter._tw.line()  # an engine stops after its last test's progress dot
         if event.kind == "starting":

@@ -1,10 +1,10 @@
 """The suite table: one row per perf test of one or more reports, the figures a team publishes.
 
 Per config: output tok/s (and its GPU cost per million tokens and per request, where
-priced), TTFT and TPOT
-p50/p99, peak memory, KV-cache tokens against the card's formula, the share of the GPU's peak memory bandwidth a decode-bound run reads
-(derived.py), the engine start and the time spent measuring; then the wall time of all
-tests with the engine starts counted apart. ``python -m pytest_llmperf table REPORT.json...``
+priced), TTFT and TPOT p50/p99, peak memory, KV-cache tokens against the card's formula,
+the share of the GPU's peak memory bandwidth a decode-bound run reads (derived.py),
+the engine start and the time spent measuring; then the wall time of all tests with the
+engine starts counted apart. ``python -m pytest_llmperf table REPORT.json...``
 prints it from ``--llmperf-json`` files, as text or Markdown.
 """
 
