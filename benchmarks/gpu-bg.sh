@@ -36,6 +36,7 @@ wait)
   for f in "$BG"/out/*.txt; do
     [ "$(basename "$f")" = steps.txt ] || { echo "==> $f"; grep -E "passed|failed|error|^[0-9.]+s (call|setup)" "$f" | tail -n 12; }
   done
+  [ -f "$BG/out/live.txt" ] && { echo "==> live.txt"; tail -n 80 "$BG/out/live.txt" | cut -c1-300; }
   [ $state = finished ] && tail -n 60 "$BG/log" | cut -c1-300
   true ;;
 *) echo "usage: gpu-bg.sh start [--deadline S] STEP... | wait SECONDS" >&2; exit 2 ;;

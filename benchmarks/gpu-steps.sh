@@ -103,7 +103,9 @@ for s in "$@"; do
                # PYTHONDONTWRITEBYTECODE: then every engine process compiles vLLM's source
                # again. Time an import, compile /tmp/site once, time it again.
     step $s 90 bash benchmarks/pyc-site.sh /tmp/site ;;
-  gate)        step $s 300 $P suites/ --llmperf-json="$OUT/gate.json" --llmperf-markdown="$OUT/gate.md" ;;
+  gate)        # live.txt: each test's outcome (a failure's report in full) as it ends
+    LLMPERF_LIVE=$OUT/live.txt step $s 300 $P -p benchmarks.live_reports suites/ \
+      --llmperf-json="$OUT/gate.json" --llmperf-markdown="$OUT/gate.md" ;;
   gv2)         # issue 13: tile-aligned cards; the budget is what is left of this call
     n=$(ls "$OUT"/gv2-*.json 2>/dev/null | wc -l)
     step $s 200 python3 benchmarks/gate_v2_proof.py --budget-s $(( left - 25 )) --granule 256 \
