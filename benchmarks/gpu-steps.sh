@@ -106,6 +106,8 @@ for s in "$@"; do
   gate)        # live.txt: each test's outcome (a failure's report in full) as it ends
     LLMPERF_LIVE=$OUT/live.txt step $s 300 $P -p benchmarks.live_reports suites/ \
       --llmperf-json="$OUT/gate.json" --llmperf-markdown="$OUT/gate.md" ;;
+  cachesize)   # how big vLLM's compile cache grew (could a later call carry it in?)
+    step $s 1 bash -c 'du -s -m ~/.cache/vllm/* /tmp/torchinductor_* 2>&1; du -s -m ~/.cache/vllm' ;;
   gv2)         # issue 13: tile-aligned cards; the budget is what is left of this call
     n=$(ls "$OUT"/gv2-*.json 2>/dev/null | wc -l)
     step $s 200 python3 benchmarks/gate_v2_proof.py --budget-s $(( left - 25 )) --granule 256 \
