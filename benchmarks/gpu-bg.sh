@@ -16,7 +16,10 @@ start)
   shift
   [ -f "$BG/pid" ] && kill -0 "$(cat "$BG/pid")" 2>/dev/null && { echo "gpu-bg: already running" >&2; exit 2; }
   rm -rf "$BG"; mkdir -p "$BG/out" "$BG/src"
-  tar --exclude=./.gpu-stage --exclude=./.venv -cf - . | tar -C "$BG/src" -xf -
+  if ls .vllm-cache/vllmcache.tgz.* >/dev/null 2>&1; then  # carried in: a warm compile cache
+    cat .vllm-cache/vllmcache.tgz.* | tar -C ~ -xzf - && echo "gpu-bg: compile cache unpacked ($(du -sm ~/.cache/vllm | cut -f1) MiB)"
+  fi
+  tar --exclude=./.gpu-stage --exclude=./.venv --exclude=./.vllm-cache -cf - . | tar -C "$BG/src" -xf -
   cd "$BG/src" || exit 2
   export PYTHONPATH=/tmp/site:$BG/src
   OUT=$BG/out setsid nohup bash benchmarks/gpu-steps.sh "$@" > "$BG/log" 2>&1 < /dev/null &
@@ -28,7 +31,11 @@ wait)
   while kill -0 "$(cat "$BG/pid")" 2>/dev/null && [ $(( $(date +%s) - t0 )) -lt "$limit" ]; do
     sleep 5
   done
-  mkdir -p "$OUT"; cp -r "$BG/out/." "$OUT/"; cp "$BG/log" "$OUT/bg.log"
+  # At most 8 files come back from the device: the steps' files travel as one tar, and
+  # the compile-cache pieces (step cachepack) beside it.
+  mkdir -p "$OUT"; cp "$BG/log" "$BG/out/bg.log"
+  tar -C "$BG/out" --exclude='vllmcache.tgz.*' -cf "$OUT/out.tar" .
+  cp "$BG"/out/vllmcache.tgz.* "$OUT/" 2>/dev/null
   if kill -0 "$(cat "$BG/pid")" 2>/dev/null; then state=running; else state=finished; fi
   echo "gpu-bg: $state after $(( $(date +%s) - t0 ))s of waiting"
   cat "$BG/out/steps.txt" 2>/dev/null

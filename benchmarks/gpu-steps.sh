@@ -9,7 +9,8 @@
 # next device call replaces the checkout; after every step that folder is copied to
 # $OUT/bl, so a step cut off by the deadline still returns the rows it finished (baseline
 # files are written one test at a time). STARTS=N sets the engine starts of the spec-draft
-# and sched-prefill recordings (default 2).
+# and sched-prefill recordings (default 2). RESERVE=S keeps S seconds of the deadline from
+# every step but cachesize and cachepack, so that a cut-off run still packs its cache.
 set -u
 OUT=${OUT:-/tmp/llmperf-out}
 BL=/tmp/llmperf-bl
@@ -24,7 +25,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv > "$OUT/env.
 
 step() {  # name minimum-seconds command...
   local name=$1 min=$2; shift 2
-  local left=$(( DEADLINE - ($(date +%s) - T0) ))
+  local left=$(( DEADLINE - ($(date +%s) - T0) - ${RESERVE:-0} ))
   if [ "$left" -lt "$min" ]; then
     echo "$name: skipped, ${left}s left < ${min}s" | tee -a "$OUT/steps.txt"; return
   fi
@@ -107,7 +108,10 @@ for s in "$@"; do
     LLMPERF_LIVE=$OUT/live.txt step $s 300 $P -p benchmarks.live_reports suites/ \
       --llmperf-json="$OUT/gate.json" --llmperf-markdown="$OUT/gate.md" ;;
   cachesize)   # how big vLLM's compile cache grew (could a later call carry it in?)
-    step $s 1 bash -c 'du -s -m ~/.cache/vllm/* /tmp/torchinductor_* 2>&1; du -s -m ~/.cache/vllm' ;;
+    RESERVE=0 step $s 1 bash -c 'du -s -m ~/.cache/vllm/* /tmp/torchinductor_* 2>&1; du -s -m ~/.cache/vllm' ;;
+  cachepack)   # vLLM's compile cache (and Triton's) in pieces under 16 MiB, for a later call
+               # to carry in as .vllm-cache/ (gpu-bg.sh start unpacks it): cold starts compile
+    RESERVE=0 step $s 5 bash -c 'cd ~ && tar -czf - $(ls -d .cache/vllm .triton 2>/dev/null) | split -b 15m -d - "$OUT/vllmcache.tgz."' ;;
   gv2)         # issue 13: tile-aligned cards; the budget is what is left of this call
     n=$(ls "$OUT"/gv2-*.json 2>/dev/null | wc -l)
     step $s 200 python3 benchmarks/gate_v2_proof.py --budget-s $(( left - 25 )) --granule 256 \
