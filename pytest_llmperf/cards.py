@@ -55,20 +55,33 @@ class ModelSource:
         32,768 B, so 80% of the target-only count). None where the draft's shapes are
         unknown, rather than a count the engine cannot reach."""
         own = self.kv_bytes_per_token(kv_cache_dtype, dtype)
-        spec = speculative_config or {}
-        if own is None or not spec.get("model") or spec.get("method") in _NO_DRAFT_LAYERS:
+        if own is None or not has_draft_model(speculative_config):
             return own
-        try:
-            draft = resolve_model(str(spec["model"]))
-        except (ValueError, OSError):
-            return None
+        draft = draft_model(speculative_config)
         # the draft runs in the target's dtype and shares its KV-cache dtype
-        extra = draft.kv_bytes_per_token(kv_cache_dtype, dtype)
+        extra = draft.kv_bytes_per_token(kv_cache_dtype, dtype) if draft else None
         return None if extra is None else own + extra
 
 
 # speculative methods whose proposer keeps no KV cache of its own
 _NO_DRAFT_LAYERS = frozenset({"ngram", "suffix"})
+
+
+def has_draft_model(speculative_config: dict[str, Any] | None) -> bool:
+    """True when a speculative config loads a draft model (not an n-gram/suffix proposer)."""
+    spec = speculative_config or {}
+    return bool(spec.get("model")) and spec.get("method") not in _NO_DRAFT_LAYERS
+
+
+def draft_model(speculative_config: dict[str, Any] | None) -> ModelSource | None:
+    """The draft model a speculative config loads; None where it loads none or the
+    model cannot be resolved here."""
+    if not has_draft_model(speculative_config):
+        return None
+    try:
+        return resolve_model(str((speculative_config or {})["model"]))
+    except (ValueError, OSError):
+        return None
 
 
 def _has_weights(directory: Path) -> bool:

@@ -42,6 +42,19 @@ def decode_bound(result: PerfResult) -> bool:
 
 
 @dataclass(frozen=True)
+class Speculation:
+    """What speculative decoding adds to a decode step: each step verifies the drafts and
+    emits ``tokens_per_step`` tokens per sequence (1 + accepted / drafts, from vLLM's
+    counters), and a draft model reads its weights and its KV ``draft_passes`` times (one
+    pass per proposed token; 0 for n-gram proposers, which read no weights)."""
+
+    tokens_per_step: float
+    draft_passes: int = 0
+    draft_weights_bytes: float = 0.0
+    draft_kv_bytes_per_token: int = 0
+
+
+@dataclass(frozen=True)
 class Roofline:
     """Bytes one decode step reads, the bandwidth that achieves, and its share of peak."""
 
@@ -55,14 +68,17 @@ class Roofline:
 
 
 def roofline(
-    result: PerfResult, weights_bytes: float, kv_bytes_per_token: int, peak_bytes_s_per_gpu: float
+    result: PerfResult, weights_bytes: float, kv_bytes_per_token: int, peak_bytes_s_per_gpu: float,
+    spec: Speculation | None = None,
 ) -> Roofline | None:
     """Achieved decode bandwidth of a run, or None when it cannot be worked out.
 
     Every running sequence reads, on average over the run, its prompt plus half its
     output of KV cache per step; the step time is the median TPOT (one token per
-    sequence per step). With tensor parallelism the bytes and the peak both split
-    across the GPUs, so the share is the same per GPU and in total.
+    sequence per step, or ``spec.tokens_per_step`` with speculative decoding, where a
+    draft model's passes add their own reads). ``weights_bytes`` and
+    ``kv_bytes_per_token`` are the target model's. With tensor parallelism the bytes
+    and the peak both split across the GPUs, so the share is the same per GPU and in total.
     """
     tpot_s = result.tpot.p50 / 1e3
     if not tpot_s or tpot_s != tpot_s or weights_bytes <= 0 or peak_bytes_s_per_gpu <= 0:
@@ -71,7 +87,13 @@ def roofline(
     concurrent = min(w.batch, result.engine.max_num_seqs or w.batch)
     kv_tokens = concurrent * (w.input_len + (w.output_len - 1) / 2)
     per_step = weights_bytes + kv_tokens * kv_bytes_per_token
-    return Roofline(per_step, per_step / tpot_s, peak_bytes_s_per_gpu * result.engine.tp)
+    step_s = tpot_s
+    if spec is not None:
+        if spec.tokens_per_step < 1:
+            return None
+        step_s = tpot_s * spec.tokens_per_step
+        per_step += spec.draft_passes * (spec.draft_weights_bytes + kv_tokens * spec.draft_kv_bytes_per_token)
+    return Roofline(per_step, per_step / step_s, peak_bytes_s_per_gpu * result.engine.tp)
 
 
 def weights_bytes(result: PerfResult, predicted: int | None) -> float | None:

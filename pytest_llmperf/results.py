@@ -135,6 +135,14 @@ class PerfResult:
         return self.counters.get("vllm:prefix_cache_hits", 0.0) / queries
 
     @property
+    def spec_tokens_per_step(self) -> float | None:
+        """Tokens a speculative step emits per sequence: 1 + accepted drafts / draft steps."""
+        drafts = self.counters.get("vllm:spec_decode_num_drafts")
+        if not drafts:
+            return None
+        return 1.0 + self.counters.get("vllm:spec_decode_num_accepted_tokens", 0.0) / drafts
+
+    @property
     def spec_acceptance_rate(self) -> float | None:
         """Accepted draft tokens / proposed draft tokens (speculative decoding only)."""
         drafted = self.counters.get("vllm:spec_decode_num_draft_tokens")

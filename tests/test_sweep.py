@@ -14,7 +14,7 @@ from factories import make_result
 from pytest_llmperf.budget import BudgetError, parse_size, under_budget
 from pytest_llmperf.cards import predicted_weight_bytes, resolve_model
 from pytest_llmperf.config import EngineConfig, Workload
-from pytest_llmperf.derived import cost_figures, decode_bound, roofline
+from pytest_llmperf.derived import Speculation, cost_figures, decode_bound, roofline
 from pytest_llmperf.footprint import Footprint, leaks
 from pytest_llmperf.sweep import SweepError, SweepRunner, grid, knee
 
@@ -108,6 +108,35 @@ def test_roofline_of_batch_one_decode_on_an_h100() -> None:
     assert line.share == pytest.approx(0.73, abs=0.02)
 
 
+def test_roofline_of_speculative_decoding_counts_tokens_per_step_and_draft_passes() -> None:
+    w = Workload(batch=1, input_len=128, output_len=129)
+    result = make_result(tpot_ms=4.0, workload=w, engine=EngineConfig(model="llama-3.1-8b", max_num_seqs=1))
+    kv_tokens = 128 + 64
+    plain = roofline(result, 16e9, 131072, 3.35e12)
+    # n-gram: two tokens per step, so each step took 8 ms and read what one plain step reads
+    ngram = roofline(result, 16e9, 131072, 3.35e12, Speculation(tokens_per_step=2.0))
+    assert plain is not None and ngram is not None
+    assert ngram.bytes_per_step == plain.bytes_per_step
+    assert ngram.achieved_bytes_s == pytest.approx(plain.achieved_bytes_s / 2)
+    # a 2.5 GB draft proposing 4 tokens reads its weights and KV 4 times per step
+    draft = roofline(result, 16e9, 131072, 3.35e12, Speculation(2.0, 4, 2.5e9, 32768))
+    assert draft is not None
+    extra = 4 * (2.5e9 + kv_tokens * 32768)
+    assert draft.bytes_per_step == pytest.approx(plain.bytes_per_step + extra)
+    assert draft.achieved_bytes_s == pytest.approx(draft.bytes_per_step / 8e-3)
+    assert roofline(result, 16e9, 131072, 3.35e12, Speculation(0.0)) is None
+
+
+def test_speculative_tokens_per_step_from_vllms_counters() -> None:
+    result = make_result()
+    assert result.spec_tokens_per_step is None
+    counted = replace(result, counters={"vllm:spec_decode_num_drafts": 100.0,
+                                        "vllm:spec_decode_num_draft_tokens": 400.0,
+                                        "vllm:spec_decode_num_accepted_tokens": 150.0})
+    assert counted.spec_tokens_per_step == pytest.approx(2.5)
+    assert counted.spec_acceptance_rate == pytest.approx(0.375)
+
+
 def test_prefill_heavy_run_is_not_decode_bound() -> None:
     w = Workload(batch=1, input_len=4096, output_len=2)
     assert not decode_bound(make_result(tpot_ms=0.01, workload=w))
@@ -196,3 +225,22 @@ def test_multiprocessing_helpers_are_not_engine_processes(tmp_path: Path) -> Non
     quiet, count, busy = out.split(" | ")
     assert quiet == "[]", out
     assert count == "1" and "1 engine process(es) still running: " in busy and "spawn" in busy, out
+
+
+def test_a_draft_models_share_moves_from_the_target_to_its_passes() -> None:
+    from pytest_llmperf.plugin import _speculation
+
+    spec = {"method": "draft_model", "model": "llama-3.2-1b", "num_speculative_tokens": 4}
+    engine = EngineConfig(model="llama-3.1-8b", max_num_seqs=4, speculative_config=spec)
+    counters = {"vllm:spec_decode_num_drafts": 10.0, "vllm:spec_decode_num_accepted_tokens": 20.0}
+    result = replace(make_result(engine=engine), counters=counters)
+    draft = resolve_model("llama-3.2-1b")
+    draft_w = predicted_weight_bytes(draft.config)
+    w, kv, reads = _speculation(result, 18e9, 131072 + 32768, logged=True)
+    assert (w, kv) == (18e9 - draft_w, 131072)
+    assert reads is not None
+    assert (reads.tokens_per_step, reads.draft_passes, reads.draft_kv_bytes_per_token) == (3.0, 4, 32768)
+    ngram = replace(result, engine=replace(engine, speculative_config={"method": "ngram", "num_speculative_tokens": 4}))
+    assert _speculation(ngram, 16e9, 131072, logged=True)[:2] == (16e9, 131072)
+    # without vLLM's counters the step's token count is unknown: no roofline
+    assert _speculation(make_result(engine=engine), 18e9, 163840, logged=True) == (0.0, 0, None)
