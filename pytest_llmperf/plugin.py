@@ -851,16 +851,21 @@ class LLMPerfFixture:
         """Measure every combination of engine parameters (each a list of values) with
         every load (workload overrides), on real engines: a :class:`~pytest_llmperf.sweep.Sweep`
         with its table, Pareto front, knee and best config under an SLO. The limits and
-        the gate judge the last point unless :meth:`gate_on` picks another."""
+        the gate judge the marker's own config at the last load (``Sweep.gated``, the
+        same point whichever engine the test before left running) unless
+        :meth:`gate_on` picks another."""
         from .sweep import SweepError, SweepRunner
 
         live = self._session.engines.current
         runner = SweepRunner(self._measure, self.plan.engine, self.plan.workload,
                              live=live.config if live is not None and live.alive() else None)
         try:
-            return runner.sweep(engine, loads)
+            sweep = runner.sweep(engine, loads)
         except SweepError as exc:
             raise TypeError(f"llmperf.sweep(): {exc}") from None
+        if sweep.gated is not None:
+            self.gate_on(sweep.gated.result)
+        return sweep
 
     def gate_on(self, result: Any) -> None:
         """Make ``result`` (one this test measured) the one its limits and baseline judge."""

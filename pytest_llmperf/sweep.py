@@ -68,9 +68,15 @@ class SweepPoint:
 
 @dataclass(frozen=True)
 class Sweep:
-    """All points of a sweep, in the order they were measured."""
+    """All points of a sweep, in the order they were measured, and the one a gate judges.
+
+    ``gated`` does not depend on that order (which follows the engine left running by
+    the test before): it is the marker's own engine config at the last load given, or,
+    where the sweep leaves that config out, the last combination as given.
+    """
 
     points: tuple[SweepPoint, ...]
+    gated: SweepPoint | None = None
     columns: tuple[str, ...] = ("output_tok_s", "e2e_p50_ms", "ttft_p99_ms", "tpot_p50_ms",
                                 "preemptions")
 
@@ -189,14 +195,15 @@ class SweepRunner:
     points: list[SweepPoint] = field(default_factory=list)
     live: EngineConfig | None = None
 
-    def _ordered(self, combos: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        def rank(params: dict[str, Any]) -> int:
-            config = replace(self.engine, **params)
+    def _ordered(self, combos: list[dict[str, Any]]) -> list[int]:
+        """Indices into ``combos`` in the order they run."""
+        def rank(i: int) -> int:
+            config = replace(self.engine, **combos[i])
             if self.live is not None and config.key() == self.live.key():
                 return 0
             return 2 if config.key() == self.engine.key() else 1
 
-        return sorted(combos, key=rank)  # stable: the given order otherwise
+        return sorted(range(len(combos)), key=rank)  # stable: the given order otherwise
 
     def sweep(
         self,
@@ -212,12 +219,18 @@ class SweepRunner:
             for key in load:
                 if key not in load_keys:
                     raise SweepError(f"load key {key!r} is not a workload key")
-        for params in self._ordered(grid(engine_params or {})):
-            engine = replace(self.engine, **params)
-            for load in loads:
+        combos = grid(engine_params or {})
+        by_combo: dict[tuple[int, int], SweepPoint] = {}
+        for i in self._ordered(combos):
+            engine = replace(self.engine, **combos[i])
+            for j, load in enumerate(loads):
                 result = self.run(engine, replace(self.workload, **load))
-                point = SweepPoint(dict(params), dict(load), result)
+                point = SweepPoint(dict(combos[i]), dict(load), result)
                 self.points.append(point)
+                by_combo[(i, j)] = point
                 if self.on_point is not None:
                     self.on_point(point)
-        return Sweep(tuple(self.points))
+        base = [i for i, params in enumerate(combos)
+                if replace(self.engine, **params).key() == self.engine.key()]
+        last = (base[-1] if base else len(combos) - 1, len(loads) - 1)
+        return Sweep(tuple(self.points), gated=by_combo.get(last))

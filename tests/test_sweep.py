@@ -195,6 +195,39 @@ def test_sweep_order_saves_engine_starts() -> None:
     assert [x for x, _ in sweep.curve("max_num_seqs")] == [16, 32, 48]
 
 
+@pytest.mark.parametrize("live", [None, 32, 2048])
+def test_the_gated_point_is_the_markers_config_whatever_ran_first(live: int | None) -> None:
+    """With the marker's own engine already live it runs first, not last (a suite run on
+    an H100 then gated the 2048-token point against a baseline of the default one, and
+    called the baseline stale); the gated point must not follow that order."""
+    base = EngineConfig(model="tiny-llama-2l", max_num_seqs=32)
+    live_config = None if live is None else replace(base, max_num_seqs=live)
+    seen: list[int | None] = []
+
+    def run(engine: EngineConfig, workload: Workload):
+        seen.append(engine.max_num_seqs)
+        return fake_run(engine, workload)
+
+    sweep = SweepRunner(run, base, Workload(batch=4), live=live_config).sweep(
+        engine_params={"max_num_seqs": [32, 512, 2048]}, loads=[{"batch": 2}, {"batch": 4}])
+    assert seen[0] == {None: 512, 32: 32, 2048: 2048}[live] and len(seen) == 6
+    assert sweep.gated is not None
+    assert sweep.gated.engine_params == {"max_num_seqs": 32} and sweep.gated.load == {"batch": 4}
+
+
+def test_a_sweep_without_the_markers_config_gates_its_last_combination_as_given() -> None:
+    base = EngineConfig(model="tiny-llama-2l", max_num_seqs=32)
+    sweep = SweepRunner(fake_run, base, Workload(batch=4), live=replace(base, max_num_seqs=64)).sweep(
+        engine_params={"max_num_seqs": [64, 16]})
+    assert [p.engine_params["max_num_seqs"] for p in sweep.points] == [64, 16]
+    assert sweep.gated is not None and sweep.gated.engine_params == {"max_num_seqs": 16}
+    # The live config ran first; as given it came first too, so the last is 16 either way.
+    sweep = SweepRunner(fake_run, base, Workload(batch=4), live=replace(base, max_num_seqs=16)).sweep(
+        engine_params={"max_num_seqs": [64, 16]})
+    assert [p.engine_params["max_num_seqs"] for p in sweep.points] == [16, 64]
+    assert sweep.gated is not None and sweep.gated.engine_params == {"max_num_seqs": 16}
+
+
 def test_default_values_are_labelled_and_left_out_of_curves() -> None:
     sweep = runner().sweep(engine_params={"max_num_batched_tokens": [None, 64]})
     assert [p.label() for p in sweep.points] == ["max_num_batched_tokens=64", "max_num_batched_tokens=default"]
