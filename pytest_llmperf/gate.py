@@ -117,18 +117,22 @@ def _short_ids(uuids: Sequence[str]) -> str:
 def machine_floors(entry: BaselineEntry, machine: Fingerprint) -> tuple[dict[str, float] | None, str]:
     """(allowance per metric, why) for a stored entry measured now on ``machine``: None
     and "" when the entry names the same GPUs; else every metric's ``between_machines``
-    floor, since two GPUs of one model differ by more than one GPU's engine starts."""
+    floor, since two GPUs of one model differ by more than one GPU's engine starts, and
+    for an ``enforce_eager`` engine the wider floor of a host-bound decode."""
     recorded = entry.parsed_fingerprint()
     same = recorded.same_machine(machine)
     if same:
         return None, ""
-    floors = {n: s.between_machines for n, s in METRICS.items()
-              if s.gated and s.between_machines > s.noise_floor}  # the others keep theirs
+    eager = entry.engine.get("enforce_eager") is True
+    floors = {n: s.between_machines_for(eager=eager) for n, s in METRICS.items()
+              if s.gated and s.between_machines_for(eager=eager) > s.noise_floor}  # the others keep theirs
     raised = [f"{n} {f:.1%}" for n, f in floors.items()]
     where = (f"on other GPUs ({_short_ids(recorded.gpu_uuids)}; now {_short_ids(machine.gpu_uuids)})"
              if same is False else "on GPUs it does not name (recorded before GPU UUIDs were stored)")
+    kind = ("of one type running an enforce_eager engine, whose decode is bound by the host "
+            "launching kernels" if eager else "of one type")
     return floors, (f"baseline recorded {where}: a change must also clear the drift between "
-                    f"machines of one type ({', '.join(raised)}); re-record it on this runner "
+                    f"machines {kind} ({', '.join(raised)}); re-record it on this runner "
                     "(--llmperf-update-baselines), or gate in paired mode (--llmperf-ab), "
                     "for the tighter floors")
 

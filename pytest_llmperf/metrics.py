@@ -101,11 +101,20 @@ class MetricSpec:
     gated: bool = True
     description: str = ""
     machine_floor: float | None = None
+    eager_machine_floor: float | None = None
 
     @property
     def between_machines(self) -> float:
         """The allowance against a baseline from another (or an unnamed) machine."""
         return max(self.noise_floor, self.machine_floor or 0.0)
+
+    def between_machines_for(self, *, eager: bool) -> float:
+        """``between_machines`` for an engine in CUDA-graph mode, or (``eager``) one run
+        with ``enforce_eager`` on a GPU, whose decode waits on the host launching each
+        kernel and so moves with the host CPU (``EAGER_HOST_BOUND``)."""
+        if eager:
+            return max(self.between_machines, self.eager_machine_floor or 0.0)
+        return self.between_machines
 
 
 def _spec(
@@ -117,8 +126,19 @@ def _spec(
     gated: bool = True,
     description: str = "",
     machine: float | None = None,
+    eager: float | None = None,
 ) -> MetricSpec:
-    return MetricSpec(name, unit, direction, tolerance, noise_floor, gated, description, machine)
+    return MetricSpec(name, unit, direction, tolerance, noise_floor, gated, description, machine, eager)
+
+
+# An enforce_eager engine on a GPU is bound by the host launching kernels, not by the
+# GPU: on 2026-12-06 the memory suite's eager max-concurrency run (Llama-3.1-8B, 14
+# requests) gave TPOT p50 13.90 ms on one H100 and 18.40-20.90 ms over three engine starts
+# on another (ITL p50 13.49 vs 15.7-20.1 ms, E2E p50 +32%, output tok/s -24%; the
+# scheduler suite's eager sweep +28% tok/s the other way), where CUDA-graph configs moved
+# 0.1-3% (benchmarks/RESULTS.md, s39). Between machines such a test's speed is a
+# property of the host; on one runner its own starts say how much it moves.
+EAGER_HOST_BOUND = {"throughput": 0.30, "latency": 0.40}
 
 
 # Defaults come from measurements on an H100 (benchmarks/RESULTS.md): throughput drifts
@@ -134,25 +154,27 @@ METRICS: dict[str, MetricSpec] = {
     s.name: s
     for s in (
         _spec("output_tok_s", "tok/s", "higher", 0.02, 0.01, description="generated tokens per second",
-              machine=0.03),
+              machine=0.03, eager=EAGER_HOST_BOUND["throughput"]),
         _spec("total_tok_s", "tok/s", "higher", 0.02, 0.01, description="prompt + generated tokens per second",
-              machine=0.03),
+              machine=0.03, eager=EAGER_HOST_BOUND["throughput"]),
         _spec("requests_s", "req/s", "higher", 0.02, 0.01, description="completed requests per second",
-              machine=0.03),
+              machine=0.03, eager=EAGER_HOST_BOUND["throughput"]),
         _spec("ttft_p50_ms", "ms", "lower", 0.25, 0.10, description="time to first token, median"),
         _spec("ttft_p99_ms", "ms", "lower", 0.30, 0.15, description="time to first token, 99th percentile"),
         _spec("tpot_p50_ms", "ms", "lower", 0.02, 0.005, description="time per output token, median",
-              machine=0.03),
-        _spec("tpot_p99_ms", "ms", "lower", 0.10, 0.03, description="time per output token, 99th percentile"),
+              machine=0.03, eager=EAGER_HOST_BOUND["latency"]),
+        _spec("tpot_p99_ms", "ms", "lower", 0.10, 0.03, description="time per output token, 99th percentile",
+              eager=EAGER_HOST_BOUND["latency"]),
         _spec("itl_p50_ms", "ms", "lower", 0.03, 0.01, description="inter-token latency, median",
-              machine=0.02),
+              machine=0.02, eager=EAGER_HOST_BOUND["latency"]),
         # Reported, not gated by default: on an H100 it moved +55% between engine
         # starts of one config (3 of 72 A/A pairs), far beyond any useful tolerance.
         _spec("itl_p99_ms", "ms", "lower", 0.30, 0.10, gated=False,
               description="inter-token latency, 99th percentile"),
         _spec("e2e_p50_ms", "ms", "lower", 0.05, 0.02, description="end-to-end request latency, median",
-              machine=0.03),
-        _spec("e2e_p99_ms", "ms", "lower", 0.10, 0.03, description="end-to-end request latency, 99th percentile"),
+              machine=0.03, eager=EAGER_HOST_BOUND["latency"]),
+        _spec("e2e_p99_ms", "ms", "lower", 0.10, 0.03, description="end-to-end request latency, 99th percentile",
+              eager=EAGER_HOST_BOUND["latency"]),
         _spec("peak_mem_gib", "GiB", "lower", 0.03, 0.01, description="peak memory of the engine's processes"),
         _spec("kv_cache_tokens", "tokens", "higher", 0.02, 0.005, description="KV-cache capacity vLLM reports"),
         _spec("start_time_s", "s", "lower", 0.50, 0.30, gated=False, description="engine start (load, compile, graphs)"),
@@ -177,7 +199,7 @@ METRICS: dict[str, MetricSpec] = {
               description="requests per second meeting every SLO of the marker's slo={...}"),
         _spec("ntpot_p50_ms", "ms", "lower", 0.05, 0.02,
               description="normalized time per output token (E2EL / output tokens), median",
-              machine=0.03),
+              machine=0.03, eager=EAGER_HOST_BOUND["latency"]),
     )
 }
 

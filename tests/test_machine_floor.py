@@ -19,6 +19,7 @@ import pytest
 from factories import make_result
 
 from pytest_llmperf.baselines import BaselineEntry, BaselineStore
+from pytest_llmperf.config import EngineConfig
 from pytest_llmperf.fingerprint import Fingerprint
 from pytest_llmperf.gate import compare_entry, machine_floors, runner_noise
 from pytest_llmperf.metrics import METRICS
@@ -93,6 +94,37 @@ def test_a_drift_of_another_gpu_is_not_a_regression_but_one_on_the_same_gpu_is()
 
     _, big, _ = compare_entry(_now(0.06), entry, {}, machine=_fp(GPU_B))
     assert big is not None and {r.metric for r in big.regressions} >= {"tpot_p50_ms", "output_tok_s"}
+
+
+def test_an_eager_engine_on_another_gpu_gets_the_host_bound_floor() -> None:
+    """The s39 H100 suite run: the eager max-concurrency test ran 4.9% slower in ITL p50
+    than a baseline from another H100 (13.49 -> 14.14 ms), reproduced on a fresh start,
+    and failed; three starts on the new machine then gave 18.4-20.9 ms TPOT p50 against
+    13.9 ms on the old one. An eager engine's decode moves with the host, so a baseline
+    from another machine must be cleared by that drift; on the same GPU the graph-mode
+    floors, and its own starts' spread, still apply."""
+    eager = EngineConfig(model="test/tiny-model", max_num_seqs=8, enforce_eager=True)
+    starts = [make_result(output_tok_s=990.0 * s, tpot_ms=13.9 / s, trials=1, jitter=0.0, seed=i,
+                          engine=eager) for i, s in enumerate((1.0, 0.999, 1.001))]
+    entry = BaselineEntry.from_starts("test_eager", starts, _fp(GPU_A), git_commit=None)
+
+    def now(worse: float) -> list:
+        return [make_result(output_tok_s=990.0 / (1 + worse), tpot_ms=13.9 * (1 + worse), trials=1,
+                            seed=9 + i, engine=eager) for i in range(2)]
+
+    floors, why = machine_floors(entry, _fp(GPU_B))
+    assert floors is not None and floors["tpot_p50_ms"] == pytest.approx(0.40)
+    assert floors["output_tok_s"] == pytest.approx(0.30) and "peak_mem_gib" not in floors
+    assert "enforce_eager" in why and "host" in why
+    _, other, _ = compare_entry(now(0.05), entry, {}, machine=_fp(GPU_B))
+    assert other is not None and not other.regressions
+    _, same, _ = compare_entry(now(0.05), entry, {}, machine=_fp(GPU_A))
+    assert same is not None and {r.metric for r in same.regressions} >= {"tpot_p50_ms"}
+    _, far, _ = compare_entry(now(0.8), entry, {}, machine=_fp(GPU_B))
+    assert far is not None and {r.metric for r in far.regressions} >= {"tpot_p50_ms"}
+    # a CUDA-graph engine's entry keeps the floor of its kind
+    graph_entry = _entry(_fp(GPU_A))
+    assert machine_floors(graph_entry, _fp(GPU_B))[0]["tpot_p50_ms"] == pytest.approx(0.03)  # type: ignore[index]
 
 
 def test_a_baseline_that_names_no_gpu_gets_the_floor_and_says_why() -> None:
