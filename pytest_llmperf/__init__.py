@@ -25,6 +25,7 @@ _PLUGIN_ATTRS = (
     "pytest_collection_finish",
     "pytest_runtest_setup",
     "pytest_runtest_call",
+    "pytest_runtest_makereport",
     "pytest_runtest_teardown",
     "pytest_runtestloop",
     "pytest_terminal_summary",

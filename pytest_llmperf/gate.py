@@ -73,6 +73,7 @@ class Verdict:
     # inside the test): the report keeps them so a chart can draw the test's own curve.
     points: list[PerfResult] = field(default_factory=list)
     derived: dict[str, float] = field(default_factory=dict)  # derived.py: cost, roofline
+    wall_s: float | None = None  # the test's setup + call + teardown (pytest's durations)
 
     @property
     def regressed(self) -> bool:

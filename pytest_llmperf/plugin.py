@@ -227,6 +227,7 @@ class LLMPerfSession:
                             and not config.option.llmperf_no_speed_probe)
         self.host_speed: Any = None
         self.verdicts: list[Any] = []
+        self.test_wall_s: dict[str, float] = {}  # plain node id -> setup + call + teardown so far
         self.baseline_dirs: list[str] = []  # every baseline directory used, for the summary
         self.machines: dict[str, dict[str, Any]] = {}  # hardware key -> fingerprint JSON
         self.hardware_keys: dict[str, str] = {}  # test id -> hardware key of its engine
@@ -1286,6 +1287,23 @@ def _git_commit_of(config: pytest.Config) -> str | None:
     from .fingerprint import git_commit
 
     return git_commit(config.rootpath)
+
+
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
+    """Add up a perf test's setup, call and teardown durations; after its teardown, the
+    total is its first verdict's ``wall_s`` (the suite table's wall time)."""
+    from .workers import plain_nodeid
+
+    session = item.config.stash.get(_SESSION, None)
+    if session is None or item.stash.get(_PLAN, None) is None:
+        return
+    key = plain_nodeid(item.nodeid)
+    session.test_wall_s[key] = session.test_wall_s.get(key, 0.0) + call.duration
+    if call.when != "teardown":
+        return
+    mine = [v for v in session.verdicts if v.test_id == key or v.test_id.startswith(key + "[")]
+    if mine and all(v.wall_s is None for v in mine):
+        mine[0].wall_s = session.test_wall_s[key]
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:

@@ -128,3 +128,56 @@ def test_cost_column_only_where_the_run_was_priced() -> None:
     row = next(line for line in lines if "test_row[24]" in line)
     assert "$" not in row  # unpriced run: no cost, not zero
     assert suite_table(both, markdown=True)[2].split(" | ")[3:5] == ["-", "-"]
+
+
+def test_totals_split_the_tests_wall_time_and_old_reports_have_none(tmp_path: Path) -> None:
+    report = _report()
+    assert totals([report]).wall_s is None and "in the tests" not in totals([report]).line()
+    timed = dataclasses.replace(report, tests=tuple(
+        dataclasses.replace(t, wall_s=w) for t, w in zip(report.tests, (70.0, 5.0, 60.0, 1.5), strict=True)))
+    t = totals([timed])
+    assert t.wall_s == pytest.approx(136.5)
+    rest = 136.5 - t.engine_start_s - t.measuring_s
+    assert t.line().endswith(f"of 136.5 s in the tests (the other {rest:,.1f} s: vLLM imports, "
+                             "warm-ups, confirming starts, engine stops)")
+    path = write_json(timed, tmp_path / "r.json")  # the schema takes the field
+    assert [x.wall_s for x in read_json(path).tests] == [70.0, 5.0, 60.0, 1.5]
+    data = json.loads(path.read_text())
+    data["tests"][0]["wall_s"] = -1.0
+    path.write_text(json.dumps(data))
+    with pytest.raises(ReportError, match="wall_s"):
+        read_json(path)
+
+
+def test_the_plugin_records_each_tests_wall_time(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """setup + call + teardown of each perf test, first verdict only, in the JSON report."""
+    import fake_engine
+
+    fake_engine.install(monkeypatch)
+    pytester.makepyfile(test_suite="""
+        import time
+        import pytest
+        from pytest_llmperf import perf
+
+        @pytest.fixture
+        def slow_teardown():
+            yield
+            time.sleep(0.3)
+
+        @perf(model="tiny-llama-2l", device="cpu", max_model_len=512)
+        def test_a(llmperf, slow_teardown):
+            llmperf.run()
+            time.sleep(0.2)
+
+        def test_plain():
+            pass
+    """)
+    out = pytester.runpytest("--llmperf-json=r.json", "-p", "no:cacheprovider")
+    out.assert_outcomes(passed=2)
+    data = json.loads((pytester.path / "r.json").read_text())
+    (row,) = data["tests"]
+    assert row["wall_s"] >= 0.5
+    capsys.readouterr()
+    assert main(["table", str(pytester.path / "r.json")]) == 0
+    assert " s in the tests (the other " in capsys.readouterr().out

@@ -132,6 +132,9 @@ class TestRecord:
     # figures derived from the result (derived.py: roofline share, decode bytes/s, cost),
     # named in the metrics catalogue; reports before 2026-12-06 have none
     derived: Mapping[str, float] = field(default_factory=dict)
+    # the test's own wall time: setup + call + teardown (engine starts, warm-ups, trials,
+    # confirming starts, stops); None in reports before 2026-12-06
+    wall_s: float | None = None
 
     @property
     def label(self) -> str:
@@ -195,6 +198,7 @@ class TestRecord:
             base=getattr(verdict, "base_result", None),
             points=tuple(getattr(verdict, "points", ())),
             derived=dict(getattr(verdict, "derived", None) or {}),
+            wall_s=getattr(verdict, "wall_s", None),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -218,6 +222,7 @@ class TestRecord:
             "points": [p.to_json() for p in self.points],
             "speed_factor": self.speed_factor,
             "derived": {k: self.derived[k] for k in sorted(self.derived)},
+            "wall_s": self.wall_s,
         })
 
     @classmethod
@@ -248,6 +253,7 @@ class TestRecord:
             points=tuple(r for r in (_result(p) for p in data.get("points", ())) if r is not None),
             speed_factor=float(data.get("speed_factor", 1.0)),
             derived={k: nan(v) for k, v in (data.get("derived") or {}).items()},
+            wall_s=data.get("wall_s"),
         )
 
 

@@ -4,7 +4,7 @@ Per config: output tok/s (and its GPU cost per million tokens and per request, w
 priced), TTFT and TPOT p50/p99, peak memory, KV-cache tokens against the card's formula,
 the share of the GPU's peak memory bandwidth a decode-bound run reads (derived.py),
 the engine start and the time spent measuring; then the wall time of all tests with the
-engine starts counted apart. ``python -m pytest_llmperf table REPORT.json...``
+engine starts and the measuring counted apart from the rest. ``python -m pytest_llmperf table REPORT.json...``
 prints it from ``--llmperf-json`` files, as text or Markdown.
 """
 
@@ -32,10 +32,16 @@ class Totals:
     measured: int  # tests with a result
     engine_start_s: float  # the starts the results name (a shared engine's start counted once)
     measuring_s: float  # the trials' own time
+    wall_s: float | None = None  # the tests' own wall time, where the reports carry it
 
     def line(self) -> str:
-        return (f"{self.tests} test(s), {self.measured} measured: engine starts "
+        text = (f"{self.tests} test(s), {self.measured} measured: engine starts "
                 f"{self.engine_start_s:,.1f} s, measuring {self.measuring_s:,.1f} s")
+        if self.wall_s is None:
+            return text
+        rest = max(0.0, self.wall_s - self.engine_start_s - self.measuring_s)
+        return (f"{text}, of {self.wall_s:,.1f} s in the tests (the other {rest:,.1f} s: "
+                "vLLM imports, warm-ups, confirming starts, engine stops)")
 
 
 def _results(t: TestRecord) -> tuple[PerfResult, ...]:
@@ -83,6 +89,7 @@ def totals(reports: Sequence[RunReport]) -> Totals:
     starts: dict[tuple[str, str, float], float] = {}
     tests = measured = 0
     measuring = 0.0
+    walls = [t.wall_s for report in reports for t in report.tests if t.wall_s is not None]
     for report in reports:
         for t in report.tests:
             tests += 1
@@ -92,7 +99,7 @@ def totals(reports: Sequence[RunReport]) -> Totals:
             measuring += _measuring_s(t)
             for r in _results(t):
                 starts[(t.hardware_key or "", r.engine.label(), r.start_time_s)] = r.start_time_s
-    return Totals(tests, measured, sum(starts.values()), measuring)
+    return Totals(tests, measured, sum(starts.values()), measuring, sum(walls) if walls else None)
 
 
 def _figure(t: TestRecord, name: str, fmt: str) -> str:
