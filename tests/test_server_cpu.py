@@ -314,9 +314,10 @@ def test_plugin_agrees_with_vllm_bench_serve(server: ServerHandle) -> None:
     # chunks but not its tokens, so every round counts.
     ratios = paired_ratios(runs, "output_tok_s")
     assert abs(statistics.median(ratios) - 1.0) <= AGREEMENT_BOUND["output_tok_s"], ratios
-    # TPOT is what a burst corrupts: only rounds whose plugin streams all arrived as
-    # streams are compared (vllm bench serve cannot tell; its TPOT would read 0 too).
-    clean = {r["run"] for r in runs if r["tool"] == "plugin" and not r.get("bursty")}
+    # TPOT is what a burst corrupts: only rounds whose streams all arrived as streams on
+    # both sides are compared (the plugin detects bursts; vllm bench serve's are read
+    # from its TPOT of microseconds, serve_agreement.BURST_TPOT_MS: a CI round had 1,012x).
+    clean = {r["run"] for r in runs if r["tool"] == "plugin"} - {r["run"] for r in runs if r.get("bursty")}
     if not clean:
         bursts = [r.get("bursty") for r in runs if r["tool"] == "plugin"]
         pytest.skip(f"TPOT not compared: every plugin run had streams delivered in one burst "
