@@ -125,8 +125,8 @@ def machine_floors(entry: BaselineEntry, machine: Fingerprint) -> tuple[dict[str
     if same:
         return None, ""
     eager = entry.engine.get("enforce_eager") is True
-    floors = {n: s.between_machines_for(eager=eager) for n, s in METRICS.items()
-              if s.gated and s.between_machines_for(eager=eager) > s.noise_floor}  # the others keep theirs
+    allowed = {n: s.between_machines_for(eager=eager) for n, s in METRICS.items() if s.gated}
+    floors = {n: f for n, f in allowed.items() if f > METRICS[n].noise_floor}  # the others keep theirs
     raised = [f"{n} {f:.1%}" for n, f in floors.items()]
     where = (f"on other GPUs ({_short_ids(recorded.gpu_uuids)}; now {_short_ids(machine.gpu_uuids)})"
              if same is False else "on GPUs it does not name (recorded before GPU UUIDs were stored)")

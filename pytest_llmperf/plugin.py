@@ -72,6 +72,8 @@ _FAIL = pytest.StashKey[str]()
 _RESULTS = pytest.StashKey[list]()
 _BENCHMARK = pytest.StashKey[Any]()
 _NOTES = pytest.StashKey[list[str]]()
+_WALL = pytest.StashKey[float]()  # setup + call + teardown of the item so far
+_FIRST_VERDICT = pytest.StashKey[Any]()  # the item's first verdict, which carries its wall time
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -227,7 +229,6 @@ class LLMPerfSession:
                             and not config.option.llmperf_no_speed_probe)
         self.host_speed: Any = None
         self.verdicts: list[Any] = []
-        self.test_wall_s: dict[str, float] = {}  # plain node id -> setup + call + teardown so far
         self.baseline_dirs: list[str] = []  # every baseline directory used, for the summary
         self.machines: dict[str, dict[str, Any]] = {}  # hardware key -> fingerprint JSON
         self.hardware_keys: dict[str, str] = {}  # test id -> hardware key of its engine
@@ -990,6 +991,7 @@ def _record_result(item: pytest.Item, session: LLMPerfSession, plan: Plan, resul
     for text in getattr(result, "warnings", ()):
         item.warn(LLMPerfWarning(f"{item.nodeid}{suffix}: {text}"))
     session.verdicts.append(verdict)
+    item.stash.setdefault(_FIRST_VERDICT, verdict)
     if plan.stand_in:
         verdict.limits_applied = False
         if plan.spec.limits.items():
@@ -1292,18 +1294,12 @@ def _git_commit_of(config: pytest.Config) -> str | None:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> None:
     """Add up a perf test's setup, call and teardown durations; after its teardown, the
     total is its first verdict's ``wall_s`` (the suite table's wall time)."""
-    from .workers import plain_nodeid
-
-    session = item.config.stash.get(_SESSION, None)
-    if session is None or item.stash.get(_PLAN, None) is None:
+    if item.stash.get(_PLAN, None) is None:
         return
-    key = plain_nodeid(item.nodeid)
-    session.test_wall_s[key] = session.test_wall_s.get(key, 0.0) + call.duration
-    if call.when != "teardown":
-        return
-    mine = [v for v in session.verdicts if v.test_id == key or v.test_id.startswith(key + "[")]
-    if mine and all(v.wall_s is None for v in mine):
-        mine[0].wall_s = session.test_wall_s[key]
+    item.stash[_WALL] = item.stash.get(_WALL, 0.0) + call.duration
+    verdict = item.stash.get(_FIRST_VERDICT, None)
+    if call.when == "teardown" and verdict is not None:
+        verdict.wall_s = item.stash[_WALL]
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:

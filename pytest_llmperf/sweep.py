@@ -195,13 +195,17 @@ class SweepRunner:
     points: list[SweepPoint] = field(default_factory=list)
     live: EngineConfig | None = None
 
+    def _is_base(self, params: dict[str, Any]) -> bool:
+        """Whether ``params`` leave the marker's own engine config as it is."""
+        return replace(self.engine, **params).key() == self.engine.key()
+
     def _ordered(self, combos: list[dict[str, Any]]) -> list[int]:
         """Indices into ``combos`` in the order they run."""
         def rank(i: int) -> int:
             config = replace(self.engine, **combos[i])
             if self.live is not None and config.key() == self.live.key():
                 return 0
-            return 2 if config.key() == self.engine.key() else 1
+            return 2 if self._is_base(combos[i]) else 1
 
         return sorted(range(len(combos)), key=rank)  # stable: the given order otherwise
 
@@ -230,7 +234,6 @@ class SweepRunner:
                 by_combo[(i, j)] = point
                 if self.on_point is not None:
                     self.on_point(point)
-        base = [i for i, params in enumerate(combos)
-                if replace(self.engine, **params).key() == self.engine.key()]
+        base = [i for i, params in enumerate(combos) if self._is_base(params)]
         last = (base[-1] if base else len(combos) - 1, len(loads) - 1)
         return Sweep(tuple(self.points), gated=by_combo.get(last))
