@@ -1,7 +1,9 @@
-"""The table of RESULTS.md "CPU speed states: re-validation of 2026-12-06 (pooled fast state)".
+"""One Markdown row per CPU validation run (benchmarks/cpu-validate.sh), for RESULTS.md.
 
-Reads NAME.json, NAME.log and summary.txt of each run from the folder given (default
-/tmp/val39, where run.sh writes them) and prints one Markdown row per run.
+Reads NAME.json, NAME.log and summary.txt of each run named from the folder given and
+prints one Markdown row per run, in the order named:
+
+    python3 benchmarks/cpu_validation.py /tmp/cpu-validate slow aa-1 aa-2
 """
 
 import json
@@ -10,13 +12,12 @@ import re
 import sys
 from pathlib import Path
 
-RUNS = ["unchanged-1", "slow", "aa-1", "aa-2", "aa-3"]
 PASSING = ("pass", "inconclusive", "skip", "skipped")
 
 
-def main(folder: Path) -> None:
+def main(folder: Path, runs: list[str]) -> None:
     summary = (folder / "summary.txt").read_text()
-    for n in RUNS:
+    for n in runs:
         if not os.path.exists(folder / f"{n}.json"):
             continue
         report = json.loads((folder / f"{n}.json").read_text())
@@ -37,4 +38,6 @@ def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/val39"))
+    if len(sys.argv) < 3:
+        sys.exit("usage: cpu_validation.py FOLDER NAME...")
+    main(Path(sys.argv[1]), sys.argv[2:])
