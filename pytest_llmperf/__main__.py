@@ -1,9 +1,11 @@
-"""``python -m pytest_llmperf history|merge|table``: the report core from the command line.
+"""``python -m pytest_llmperf history|merge|table|drift``: the report core from the command line.
 
 ``history DB``: trends per test across the runs stored with ``--llmperf-history``,
 change points flagged, optionally as PNGs. ``merge SHARD.json ...``: one report (JSON,
 Markdown, plots) from the ``--llmperf-json`` files of several shards or runners.
 ``table REPORT.json ...``: the suite table (reports/suite_table.py) of one or more runs.
+``drift add REPORT.json ...`` / ``drift show HARDWARE_KEY``: the record of a runner's
+unchanged runs that bounds the suite check's threshold (rundrift.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .reports.history import HistoryError
 from .reports.json import ReportError
@@ -19,8 +22,6 @@ from .reports.plots import HISTORY_METRICS
 
 
 def _history(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from .metrics import METRICS
     from .reports.history import HistoryStore, trend_lines
 
@@ -52,9 +53,16 @@ def _merge(args: argparse.Namespace) -> int:
     if args.suite_check is not None:
         from dataclasses import replace
 
+        from .rundrift import DriftError, load_for
         from .suitecheck import check_suite
 
-        merged = replace(merged, suite_checks=check_suite(merged.tests, args.suite_check))
+        try:
+            drift = load_for(args.baselines, {t.hardware_key for t in merged.tests})
+        except DriftError as exc:
+            print(f"merge: run-drift file unusable: {exc}", file=sys.stderr)
+            return 2
+        merged = replace(merged, suite_checks=check_suite(merged.tests, args.suite_check,
+                                                          drift=drift))
         for check in merged.suite_checks:
             print("\n".join(check.lines()))
     paths = OutputPaths(json=args.json, markdown=args.markdown, plots=args.plots,
@@ -63,6 +71,53 @@ def _merge(args: argparse.Namespace) -> int:
     for line in write_outputs(merged, paths):
         print(line)
     return 1 if args.check and merged.failed else 0
+
+
+def _drift_add(args: argparse.Namespace) -> int:
+    from .reports.json import read_json
+    from .rundrift import DriftError, RunDrift, load, path_for, runs_from_report, save
+
+    if args.label and len(args.reports) > 1:
+        print("drift add: --label names one run; give one report per call", file=sys.stderr)
+        return 2
+    try:
+        found = []
+        for path in args.reports:  # every report is checked before any file is written
+            label = args.label or Path(path).name.split(".")[0]
+            found += runs_from_report(read_json(path), path, label, args.probe)
+        updated: dict[str, RunDrift] = {}
+        for key, run in found:
+            if key not in updated:
+                updated[key] = load(path_for(args.baselines, key), key) or RunDrift(key)
+            updated[key] = updated[key].with_run(run, path_for(args.baselines, key))
+    except DriftError as exc:
+        print(f"drift add: {exc}", file=sys.stderr)
+        return 2
+    for key, drift in updated.items():
+        save(path_for(args.baselines, key), drift)
+        print(f"{path_for(args.baselines, key)}: {len(drift.runs)} unchanged run(s)")
+    return 0
+
+
+def _drift_show(args: argparse.Namespace) -> int:
+    from .metrics import METRICS
+    from .rundrift import DriftError, describe, load, path_for
+    from .suitecheck import ALPHA
+
+    try:
+        drift = load(path_for(args.baselines, args.hardware_key), args.hardware_key)
+    except DriftError as exc:
+        print(f"drift show: {exc}", file=sys.stderr)
+        return 2
+    if drift is None:
+        print(f"{path_for(args.baselines, args.hardware_key)}: no such file (no drift "
+              "recorded: the suite check uses its share of the tolerance alone)")
+        return 0
+    print(f"{path_for(args.baselines, args.hardware_key)}: {len(drift.runs)} unchanged run(s); "
+          f"the suite check's threshold is never below the floor (alpha {ALPHA:g})")
+    for line in describe(drift, list(METRICS), ALPHA):
+        print(f"  {line}")
+    return 0
 
 
 def _table(args: argparse.Namespace) -> int:
@@ -109,7 +164,28 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--suite-check", metavar="SHARE|off", type=_share, default=None,
                    help="apply the suite check over the merged tests: fail when a metric's median "
                         "change is worse than SHARE of its tolerance (default: not applied)")
+    m.add_argument("--baselines", metavar="DIR", default="baselines",
+                   help="where the suite check reads each runner's run-drift.json "
+                        "(default: baselines)")
     m.set_defaults(func=_merge)
+    d = sub.add_parser("drift", help="the suite check's record of a runner's run-to-run drift "
+                                     "(baselines/<hardware>/run-drift.json)")
+    dsub = d.add_subparsers(dest="drift_command", required=True)
+    da = dsub.add_parser("add", help="record unchanged runs: each report's suite-check medians")
+    da.add_argument("reports", nargs="+", metavar="REPORT.json[.gz]",
+                    help="--llmperf-json reports of unchanged runs against stored baselines")
+    da.add_argument("--label", help="the run's name in the file (default: the report's file "
+                                    "name; one report only)")
+    da.add_argument("--probe", type=float, help="the runner speed probe's score of that run "
+                                                "(default: not recorded)")
+    da.add_argument("--baselines", metavar="DIR", default="baselines",
+                    help="the baselines directory (default: baselines)")
+    da.set_defaults(func=_drift_add)
+    ds = dsub.add_parser("show", help="the recorded runs of one runner and the floor they set")
+    ds.add_argument("hardware_key")
+    ds.add_argument("--baselines", metavar="DIR", default="baselines",
+                    help="the baselines directory (default: baselines)")
+    ds.set_defaults(func=_drift_show)
     t = sub.add_parser("table", help="the suite table (tok/s, latency, memory, KV vs the card, "
                                      "roofline share, starts apart) of --llmperf-json files")
     t.add_argument("reports", nargs="+", metavar="REPORT.json[.gz]")

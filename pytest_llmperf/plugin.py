@@ -234,6 +234,7 @@ class LLMPerfSession:
         self.hardware_keys: dict[str, str] = {}  # test id -> hardware key of its engine
         self.interrupted = False  # Ctrl-C or SIGTERM: engines are killed, no report written
         self.suite_checks: tuple[Any, ...] = ()  # suitecheck.SuiteCheck per hardware key
+        self.drift_problem: str | None = None  # a run-drift file that broke during the run
         self._engines: Any = None
         self._leases: Any = None
         self._stores: dict[str, Any] = {}
@@ -752,6 +753,13 @@ def _check_baselines(session: pytest.Session) -> None:
         return
     for item, problem in _unusable_baselines(llm, planned).items():
         item.stash[_UNUSABLE] = problem
+    if llm.options.suite_check is not None:  # the suite check's drift file, read up front
+        from .rundrift import DriftError, load_for
+
+        try:
+            load_for(llm.baseline_root, list(llm._stores))
+        except DriftError as exc:
+            raise pytest.UsageError(f"run-drift file unusable (the suite check reads it): {exc}") from None
 
 
 def _unusable_baselines(session: LLMPerfSession, items: list[pytest.Item]) -> dict[pytest.Item, str]:
@@ -1349,10 +1357,18 @@ def pytest_runtestloop(session: pytest.Session) -> Generator[None, object, objec
     if (llm is None or is_worker(session.config) or llm.interrupted or not llm.verdicts
             or llm.options.suite_check is None):
         return result
+    from .rundrift import DriftError, load_for
     from .suitecheck import check_suite
 
     # Each record carries the probe factor its gate applied (under xdist, the worker's).
-    llm.suite_checks = check_suite(_run_report(llm, session.config).tests, llm.options.suite_check)
+    tests = _run_report(llm, session.config).tests
+    try:  # read at collection too; this catches a file changed during the run
+        drift = load_for(llm.baseline_root, {t.hardware_key for t in tests})
+    except DriftError as exc:
+        llm.drift_problem = f"suite check not applied: run-drift file unusable: {exc}"
+        session.testsfailed += 1
+        return result
+    llm.suite_checks = check_suite(tests, llm.options.suite_check, drift=drift)
     if any(c.failed for c in llm.suite_checks):
         session.testsfailed += 1
     return result
@@ -1383,6 +1399,8 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for check in report.suite_checks:
         for i, line in enumerate(check.lines()):
             tr.write_line(line, red=check.failed and i == 0, bold=check.failed and i == 0)
+    if session.drift_problem:
+        tr.write_line(session.drift_problem, red=True, bold=True)
     opts = session.options
 
     def text(path: Path | None) -> str | None:

@@ -29,6 +29,12 @@ its correction (it read two unchanged runs 5.5% and 9.3% faster than the recordi
 while the engines ran at the recording's speed), so a shift of that size may be the
 probe's and not the code's.
 
+Where the runner's own unchanged runs are recorded (``baselines/<key>/run-drift.json``,
+rundrift.py), the threshold is never below the drift they bound: between sessions the
+2-core CPU VMs move as a whole by -10.7% to +22.2% in median throughput at one probe
+score, and an unchanged tree failed CI on ITL p50 +18.9% against 18.75%. That floor is
+not applied to paired comparisons, where the runner's drift cancels.
+
 This is the per-test rule (beyond tolerance and beyond noise) one level up. It runs
 per hardware key (tests of two runners are never pooled) and needs ``MIN_TESTS``
 compared tests of a metric, fewer give no verdict. Like the per-test gate against a
@@ -48,6 +54,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 from .metrics import METRICS, Direction, metric_spec
+from .rundrift import RunDrift
 
 ALPHA = 0.01
 # The one-sided Wilcoxon test cannot reach p < 0.01 with fewer than 7 values (its
@@ -99,6 +106,8 @@ class MetricShift:
     p_value: float | None
     verdict: str  # "regression" | "improvement" | "ok" | "too few tests"
     allowance: float = 0.0  # part of ``threshold`` granted to the runner probe's correction
+    drift: float = 0.0  # the floor from the runner's recorded run-to-run drift (rundrift.py)
+    drift_runs: int = 0  # the unchanged runs it was learned from
 
     @property
     def median_worsening(self) -> float:
@@ -108,6 +117,9 @@ class MetricShift:
         p = "" if self.p_value is None else f", p={self.p_value:.2g}"
         probe = (f", {self.allowance:.1%} of it for the speed probe's correction"
                  if self.allowance else "")
+        if self.drift and self.drift >= self.threshold - self.allowance:
+            probe = (f": this runner's run-to-run drift over {self.drift_runs} unchanged "
+                     f"runs{probe}")
         return (f"{self.metric}: median change {self.median_change:+.1%} over {self.tests} tests "
                 f"(threshold {self.threshold:.1%}{probe}{p}): {self.verdict}")
 
@@ -173,9 +185,11 @@ def wilcoxon_greater(values: Sequence[float]) -> float:
 
 
 def shift_of(metric: str, rows: Sequence[_Row], share: float, alpha: float = ALPHA,
-             allowances: Sequence[float] = ()) -> MetricShift:
+             allowances: Sequence[float] = (), drift: RunDrift | None = None) -> MetricShift:
     """The verdict on one metric from the rows of every test that compared it;
-    ``allowances[i]``: |ln f| of the probe's factor applied to row i's baseline."""
+    ``allowances[i]``: |ln f| of the probe's factor applied to row i's baseline;
+    ``drift``: the runner's recorded unchanged runs, whose drift bounds the threshold
+    from below (rundrift.py)."""
     spec = metric_spec(metric)
     if allowances and len(allowances) != len(rows):
         raise ValueError("one allowance per row")
@@ -188,11 +202,13 @@ def shift_of(metric: str, rows: Sequence[_Row], share: float, alpha: float = ALP
     # where the baselines came from other GPUs), never below the metric's own: a runner
     # uniformly 2.5% slower than the one that recorded is a machine, not a regression.
     used = statistics.median(r.noise_floor for r in rows) if rows else 0.0
-    threshold = max(share * own, 2 * max(spec.noise_floor, used)) + allowance
+    floor = drift.floor(metric, alpha) if drift is not None else 0.0
+    runs = len(drift.changes(metric)) if drift is not None and floor else 0
+    threshold = max(share * own, 2 * max(spec.noise_floor, used), floor) + allowance
     if len(rows) < MIN_TESTS:
         change = statistics.median(r.change for r in rows) if rows else math.nan
         return MetricShift(metric, spec.direction, len(rows), change, threshold, None,
-                           "too few tests", allowance)
+                           "too few tests", allowance, floor, runs)
     change = statistics.median(r.change for r in rows)
     worse = [r.worsening for r in rows]
     worsening = statistics.median(worse)
@@ -203,17 +219,24 @@ def shift_of(metric: str, rows: Sequence[_Row], share: float, alpha: float = ALP
         verdict, p = "improvement", p_better
     else:
         verdict, p = "ok", p_worse
-    return MetricShift(metric, spec.direction, len(rows), change, threshold, p, verdict, allowance)
+    return MetricShift(metric, spec.direction, len(rows), change, threshold, p, verdict,
+                       allowance, floor, runs)
 
 
 def check_suite(records: Iterable[_Record], share: float = DEFAULT_SHARE,
-                alpha: float = ALPHA) -> tuple[SuiteCheck, ...]:
-    """One ``SuiteCheck`` per hardware key among ``records`` that compared any test."""
+                alpha: float = ALPHA,
+                drift: Mapping[str | None, RunDrift] | None = None) -> tuple[SuiteCheck, ...]:
+    """One ``SuiteCheck`` per hardware key among ``records`` that compared any test;
+    ``drift``: per key, the runner's recorded run-to-run drift (rundrift.py), applied
+    where any of the key's tests was compared with a stored baseline (not paired)."""
     if not 0 < share <= 1:
         raise ValueError(f"suite check share {share!r}: must be a fraction in (0, 1]")
     by_key: dict[str | None, dict[str, list[tuple[_Row, float]]]] = {}
+    stored: set[str | None] = set()  # keys with a test compared against a stored baseline
     for record in records:
         allowance = abs(math.log(record.speed_factor))
+        if record.comparison and getattr(record, "comparison_mode", None) != "paired":
+            stored.add(record.hardware_key)
         for row in record.comparison or ():
             by_key.setdefault(record.hardware_key, {}).setdefault(row.metric, []).append(
                 (row, allowance))
@@ -221,7 +244,8 @@ def check_suite(records: Iterable[_Record], share: float = DEFAULT_SHARE,
     for key in sorted(by_key, key=lambda k: k or ""):
         rows = by_key[key]
         order = sorted(rows, key=lambda m: list(METRICS).index(m) if m in METRICS else len(METRICS))
+        runner = (drift or {}).get(key) if key in stored else None
         shifts = tuple(shift_of(m, [r for r, _ in rows[m]], share, alpha,
-                                [a for _, a in rows[m]]) for m in order)
+                                [a for _, a in rows[m]], runner) for m in order)
         checks.append(SuiteCheck(key, share, shifts, alpha))
     return tuple(checks)
