@@ -263,3 +263,28 @@ def test_x(llmperf):
     result.stderr.fnmatch_lines([f"*run-drift file unusable*{key_dir.name}*run-drift.json: $: "
                                  "'hardware_key' is a required property*"])
     assert len(fake.started) == starts
+
+
+def test_a_drift_file_broken_during_the_run_fails_the_session_and_says_so(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    import fake_engine
+
+    fake_engine.install(monkeypatch)
+    pytester.makepyfile(test_suite='''
+from pytest_llmperf import perf
+
+@perf(model="tiny-llama-2l", device="cpu", max_model_len=512)
+def test_x(llmperf):
+    llmperf.run()
+''')
+    pytester.runpytest("--llmperf-update-baselines").assert_outcomes(passed=1)
+    [key_dir] = (pytester.path / "baselines").iterdir()
+    pytester.makeconftest(f'''
+def pytest_runtest_teardown(item):
+    open({str(key_dir / "run-drift.json")!r}, "w").write("{{broken")
+''')
+    result = pytester.runpytest()
+    result.assert_outcomes(passed=1)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*suite check not applied: run-drift file unusable:*"
+                                 "run-drift.json: line 1 column 2: invalid JSON*"])
