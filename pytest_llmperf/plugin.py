@@ -172,7 +172,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="also fail the run when a metric's median change over all its compared "
                          "tests is worse than SHARE of their tolerance, with confidence (a "
                          "Wilcoxon test over at least 8 tests): a slowdown every test hides "
-                         "in its own noise (default: 0.25; off: per-test gates only)")
+                         "in its own noise; never below the runner's recorded run-to-run "
+                         "drift (<baselines>/<hardware>/run-drift.json, python -m "
+                         "pytest_llmperf drift) (default: 0.25; off: per-test gates only)")
     parser.addini("llmperf_baselines", "baseline directory, relative to rootdir (default: baselines)",
                   default="baselines")
 

@@ -117,7 +117,7 @@ class MetricShift:
         p = "" if self.p_value is None else f", p={self.p_value:.2g}"
         probe = (f", {self.allowance:.1%} of it for the speed probe's correction"
                  if self.allowance else "")
-        if self.drift and self.drift >= self.threshold - self.allowance:
+        if self.drift and self.drift >= self.threshold - self.allowance - 1e-12:
             probe = (f": this runner's run-to-run drift over {self.drift_runs} unchanged "
                      f"runs{probe}")
         return (f"{self.metric}: median change {self.median_change:+.1%} over {self.tests} tests "
