@@ -86,16 +86,17 @@ def _drift_add(args: argparse.Namespace) -> int:
             label = args.label or Path(path).name.split(".")[0]
             found += runs_from_report(read_json(path), path, label, args.probe)
         updated: dict[str, RunDrift] = {}
+        files = {key: path_for(args.baselines, key) for key, _ in found}
         for key, run in found:
             if key not in updated:
-                updated[key] = load(path_for(args.baselines, key), key) or RunDrift(key)
-            updated[key] = updated[key].with_run(run, path_for(args.baselines, key))
+                updated[key] = load(files[key], key) or RunDrift(key)
+            updated[key] = updated[key].with_run(run, files[key])
     except DriftError as exc:
         print(f"drift add: {exc}", file=sys.stderr)
         return 2
     for key, drift in updated.items():
-        save(path_for(args.baselines, key), drift)
-        print(f"{path_for(args.baselines, key)}: {len(drift.runs)} unchanged run(s)")
+        save(files[key], drift)
+        print(f"{files[key]}: {len(drift.runs)} unchanged run(s)")
     return 0
 
 
@@ -104,16 +105,17 @@ def _drift_show(args: argparse.Namespace) -> int:
     from .rundrift import DriftError, describe, load, path_for
     from .suitecheck import ALPHA
 
+    file = path_for(args.baselines, args.hardware_key)
     try:
-        drift = load(path_for(args.baselines, args.hardware_key), args.hardware_key)
+        drift = load(file, args.hardware_key)
     except DriftError as exc:
         print(f"drift show: {exc}", file=sys.stderr)
         return 2
     if drift is None:
-        print(f"{path_for(args.baselines, args.hardware_key)}: no such file (no drift "
+        print(f"{file}: no such file (no drift "
               "recorded: the suite check uses its share of the tolerance alone)")
         return 0
-    print(f"{path_for(args.baselines, args.hardware_key)}: {len(drift.runs)} unchanged run(s); "
+    print(f"{file}: {len(drift.runs)} unchanged run(s); "
           f"the suite check's threshold is never below the floor (alpha {ALPHA:g})")
     for line in describe(drift, list(METRICS), ALPHA):
         print(f"  {line}")

@@ -88,17 +88,21 @@ class RunDrift:
     def changes(self, metric: str) -> list[float]:
         return [r.median_change[metric] for r in self.runs if metric in r.median_change]
 
+    def rms(self, metric: str) -> float:
+        """The recorded changes' root mean square about zero (nan with none recorded)."""
+        values = self.changes(metric)
+        return math.sqrt(sum(v * v for v in values) / len(values)) if values else math.nan
+
     def floor(self, metric: str, alpha: float) -> float:
         """The worsening of ``metric`` one more unchanged run stays below with confidence
         1 - alpha (a one-sided t bound on the recorded changes' RMS); 0.0 with fewer than
         ``MIN_RUNS`` runs."""
         from scipy import stats
 
-        values = self.changes(metric)
-        if len(values) < MIN_RUNS:
+        n = len(self.changes(metric))
+        if n < MIN_RUNS:
             return 0.0
-        rms = math.sqrt(sum(v * v for v in values) / len(values))
-        return float(stats.t.ppf(1 - alpha, len(values))) * rms
+        return float(stats.t.ppf(1 - alpha, n)) * self.rms(metric)
 
     def with_run(self, run: DriftRun, file: Path | str = "") -> RunDrift:
         """These runs and ``run``; ``file`` names the file in the error of a repeated label."""
@@ -227,9 +231,8 @@ def describe(drift: RunDrift, metrics: Sequence[str], alpha: float) -> list[str]
         values = drift.changes(m)
         if not values:
             continue
-        rms = math.sqrt(sum(v * v for v in values) / len(values))
         floor = drift.floor(m, alpha)
         bound = f"floor {floor:.1%}" if floor else f"no floor (fewer than {MIN_RUNS} runs)"
         lines.append(f"{m}: {len(values)} run(s), changes {min(values):+.1%}..{max(values):+.1%}, "
-                     f"RMS {rms:.1%}: {bound}")
+                     f"RMS {drift.rms(m):.1%}: {bound}")
     return lines

@@ -87,6 +87,8 @@ class _Record(Protocol):
     def comparison(self) -> Sequence[Any] | None: ...
     @property
     def speed_factor(self) -> float: ...  # the runner probe's factor its gate applied
+    @property
+    def comparison_mode(self) -> str | None: ...  # "paired": the runner's drift cancelled
 
 
 @dataclass(frozen=True)
@@ -235,7 +237,7 @@ def check_suite(records: Iterable[_Record], share: float = DEFAULT_SHARE,
     stored: set[str | None] = set()  # keys with a test compared against a stored baseline
     for record in records:
         allowance = abs(math.log(record.speed_factor))
-        if record.comparison and getattr(record, "comparison_mode", None) != "paired":
+        if record.comparison and record.comparison_mode != "paired":
             stored.add(record.hardware_key)
         for row in record.comparison or ():
             by_key.setdefault(record.hardware_key, {}).setdefault(row.metric, []).append(

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 from pytest_llmperf.config import EngineConfig, Workload
-from pytest_llmperf.metrics import Distribution
+from pytest_llmperf.metrics import METRICS, Distribution
+from pytest_llmperf.regression import MetricComparison
 from pytest_llmperf.results import MemoryResult, PerfResult, TrialResult
 
 
@@ -75,3 +77,25 @@ def make_result(
         device=device,
         vllm_version="0.32.0",
     )
+
+
+def comparison_row(metric: str, change: float, tolerance: float = 0.40) -> MetricComparison:
+    """One gate comparison row of ``metric`` that moved by ``change`` (its own sign)."""
+    spec = METRICS[metric]
+    worsening = -change if spec.direction == "higher" else change
+    return MetricComparison(
+        metric=metric, unit=spec.unit, direction=spec.direction, baseline=100.0,
+        current=100.0 * (1 + change), change=change, worse_low=worsening - 0.3,
+        worse_high=worsening + 0.3, tolerance=tolerance, noise_floor=spec.noise_floor,
+        verdict="ok")
+
+
+@dataclass(frozen=True)
+class SuiteRecord:
+    """What the suite check reads of a test (``reports.model.TestRecord`` has it)."""
+
+    test_id: str
+    hardware_key: str | None
+    comparison: tuple[MetricComparison, ...] | None
+    speed_factor: float = 1.0
+    comparison_mode: str | None = None

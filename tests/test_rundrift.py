@@ -5,15 +5,16 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from factories import SuiteRecord, comparison_row
 from scipy import stats
 
 from pytest_llmperf.__main__ import main
 from pytest_llmperf.metrics import METRICS
-from pytest_llmperf.regression import MetricComparison
 from pytest_llmperf.reports.json import write_json
 from pytest_llmperf.reports.model import RunReport, TestRecord
 from pytest_llmperf.rundrift import (
@@ -33,28 +34,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 CPU_KEY = "cpu-amd-epyc-2c"
 
 
-def _row(metric: str, change: float, tolerance: float = 0.40) -> MetricComparison:
-    spec = METRICS[metric]
-    worsening = -change if spec.direction == "higher" else change
-    return MetricComparison(
-        metric=metric, unit=spec.unit, direction=spec.direction, baseline=100.0,
-        current=100.0 * (1 + change), change=change, worse_low=worsening - 0.3,
-        worse_high=worsening + 0.3, tolerance=tolerance, noise_floor=spec.noise_floor,
-        verdict="ok")
-
-
-@dataclass(frozen=True)
-class _Rec:
-    test_id: str
-    hardware_key: str | None
-    comparison: tuple[MetricComparison, ...] | None
-    speed_factor: float = 1.0
-    comparison_mode: str | None = "starts"
-
-
-def _run(shift: float, n: int = 20, *, mode: str = "starts", key: str = "cpu-x") -> list[_Rec]:
+def _run(shift: float, n: int = 20, *, mode: str = "starts", key: str = "cpu-x") -> list[SuiteRecord]:
     """n tests whose throughput moved by ``shift`` plus a small spread."""
-    return [_Rec(f"t{i}", key, (_row("output_tok_s", shift + 0.01 * (i % 5 - 2)),),
+    return [SuiteRecord(f"t{i}", key, (comparison_row("output_tok_s", shift + 0.01 * (i % 5 - 2)),),
                  comparison_mode=mode) for i in range(n)]
 
 
@@ -242,8 +224,10 @@ def test_the_committed_record_is_what_its_reports_say() -> None:
 # -- through pytest ---------------------------------------------------------------------
 
 
-def test_a_bad_drift_file_is_a_usage_error_before_any_engine_starts(
-        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+def _one_recorded_test(pytester: pytest.Pytester,
+                       monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Path]:
+    """A one-test suite on the fake engine with its baseline recorded: (engines, the
+    hardware key's baseline directory)."""
     import fake_engine
 
     fake = fake_engine.install(monkeypatch)
@@ -256,6 +240,12 @@ def test_x(llmperf):
 ''')
     pytester.runpytest("--llmperf-update-baselines").assert_outcomes(passed=1)
     [key_dir] = (pytester.path / "baselines").iterdir()
+    return fake, key_dir
+
+
+def test_a_bad_drift_file_is_a_usage_error_before_any_engine_starts(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, key_dir = _one_recorded_test(pytester, monkeypatch)
     (key_dir / "run-drift.json").write_text('{"schema_version": 1}')
     starts = len(fake.started)
     result = pytester.runpytest()
@@ -267,18 +257,7 @@ def test_x(llmperf):
 
 def test_a_drift_file_broken_during_the_run_fails_the_session_and_says_so(
         pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fake_engine
-
-    fake_engine.install(monkeypatch)
-    pytester.makepyfile(test_suite='''
-from pytest_llmperf import perf
-
-@perf(model="tiny-llama-2l", device="cpu", max_model_len=512)
-def test_x(llmperf):
-    llmperf.run()
-''')
-    pytester.runpytest("--llmperf-update-baselines").assert_outcomes(passed=1)
-    [key_dir] = (pytester.path / "baselines").iterdir()
+    _, key_dir = _one_recorded_test(pytester, monkeypatch)
     pytester.makeconftest(f'''
 def pytest_runtest_teardown(item):
     open({str(key_dir / "run-drift.json")!r}, "w").write("{{broken")

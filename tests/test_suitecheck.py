@@ -6,15 +6,15 @@ import gzip
 import json
 import math
 import random
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from factories import SuiteRecord, comparison_row
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_llmperf.metrics import METRICS
-from pytest_llmperf.regression import MetricComparison
 from pytest_llmperf.reports.json import read_json, report_json, write_json
 from pytest_llmperf.reports.markdown import render_markdown
 from pytest_llmperf.reports.model import RunReport
@@ -23,29 +23,11 @@ from pytest_llmperf.suitecheck import MIN_TESTS, SuiteCheck, check_suite
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
-def _row(metric: str, change: float, tolerance: float) -> MetricComparison:
-    spec = METRICS[metric]
-    worsening = -change if spec.direction == "higher" else change
-    return MetricComparison(
-        metric=metric, unit=spec.unit, direction=spec.direction, baseline=100.0,
-        current=100.0 * (1 + change), change=change, worse_low=worsening - 0.3,
-        worse_high=worsening + 0.3, tolerance=tolerance, noise_floor=spec.noise_floor,
-        verdict="ok")
-
-
-@dataclass(frozen=True)
-class _Rec:
-    test_id: str
-    hardware_key: str | None
-    comparison: tuple[MetricComparison, ...] | None
-    speed_factor: float = 1.0
-
-
 def _run(shift: float, noise: float, n: int = 20, *, tolerance: float = 0.40, key: str = "cpu-x",
-         seed: int = 0, metric: str = "output_tok_s") -> list[_Rec]:
+         seed: int = 0, metric: str = "output_tok_s") -> list[SuiteRecord]:
     """n tests whose metric moved by ``shift`` plus per-test noise (uniform, +-noise)."""
     rng = random.Random(seed)
-    return [_Rec(f"t{i}", key, (_row(metric, shift + rng.uniform(-noise, noise), tolerance),))
+    return [SuiteRecord(f"t{i}", key, (comparison_row(metric, shift + rng.uniform(-noise, noise), tolerance),))
             for i in range(n)]
 
 
@@ -124,8 +106,8 @@ def test_each_hardware_key_is_judged_alone() -> None:
 
 def test_unmeasured_changes_and_uncompared_tests_are_left_out() -> None:
     records = [*_run(-0.2, 0.05, n=MIN_TESTS),
-               _Rec("nan", "cpu-x", (_row("output_tok_s", math.nan, 0.4),)),
-               _Rec("none", "cpu-x", None)]
+               SuiteRecord("nan", "cpu-x", (comparison_row("output_tok_s", math.nan, 0.4),)),
+               SuiteRecord("none", "cpu-x", None)]
     [check] = check_suite(records)
     assert check.shifts[0].tests == MIN_TESTS and check.failed
 
@@ -146,13 +128,13 @@ def test_any_certain_loss_beyond_the_threshold_fails(shift: float, n: int) -> No
 @settings(max_examples=60, deadline=None)
 @given(changes=st.lists(st.floats(-0.9, 0.9), min_size=MIN_TESTS, max_size=30))
 def test_no_run_whose_median_is_within_the_threshold_fails(changes: list[float]) -> None:
-    records = [_Rec(f"t{i}", "k", (_row("output_tok_s", c, 0.4),)) for i, c in enumerate(changes)]
+    records = [SuiteRecord(f"t{i}", "k", (comparison_row("output_tok_s", c, 0.4),)) for i, c in enumerate(changes)]
     [check] = check_suite(records)
     if check.failed:
         assert check.shifts[0].median_change < -0.10
 
 
-def _report(records: list[_Rec]) -> RunReport:
+def _report(records: list[SuiteRecord]) -> RunReport:
     from pytest_llmperf.reports.model import TestRecord
 
     tests = tuple(TestRecord(test_id=r.test_id, outcome="pass", hardware_key=r.hardware_key,
