@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .metrics import METRICS
+from .metrics import METRICS, tolerance_limit
 
 CPU_STAND_IN = "tiny-llama-2l"
 
@@ -253,8 +253,10 @@ def _check_tolerances(kwargs: Mapping[str, Any], where: str) -> tuple[float | No
     for name, tol in tolerances.items():
         if name not in METRICS:
             raise ConfigError(f"{where}tolerances: unknown metric {name!r}{suggest(name, set(METRICS))}")
-        if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 < tol < 1:
-            raise ConfigError(f"{where}tolerances[{name!r}]={tol!r}: must be a fraction in (0, 1)")
+        limit = tolerance_limit(name)
+        if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 < tol < limit:
+            raise ConfigError(f"{where}tolerances[{name!r}]={tol!r}: must be a fraction in (0, {limit:g})"
+                              + (" (a latency may grow past 2x: 3.0 allows 4x)" if limit > 1 else ""))
     tolerance = kwargs.get("tolerance")
     if tolerance is not None and not 0 < tolerance < 1:
         raise ConfigError(f"{where}tolerance={tolerance!r}: must be a fraction in (0, 1), e.g. 0.03")

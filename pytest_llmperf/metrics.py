@@ -210,3 +210,17 @@ def metric_spec(name: str) -> MetricSpec:
         return METRICS[name]
     except KeyError:
         raise KeyError(f"unknown metric {name!r}; known metrics: {', '.join(METRICS)}") from None
+
+
+# A throughput-type figure cannot fall by 100% or more, so its tolerance is a fraction below
+# 1; a latency can grow past twice its size, and on a noisy runner a latency that sits near
+# a scheduling step (a first wave's TTFT median of 40 ms that reads 190 ms when the engine
+# core starts its first step before every request arrived) needs a tolerance above 1.
+MAX_LATENCY_TOLERANCE = 10.0
+
+
+def tolerance_limit(name: str) -> float:
+    """Upper bound (exclusive) of a per-metric tolerance for ``name``: 1 where higher is
+    better (a loss of 100% is no figure at all), MAX_LATENCY_TOLERANCE where lower is (3.0
+    lets the figure grow to 4x). An overall tolerance, for every metric, stays below 1."""
+    return 1.0 if metric_spec(name).direction == "higher" else MAX_LATENCY_TOLERANCE

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import suggest
-from .metrics import METRICS
+from .metrics import METRICS, tolerance_limit
 from .suitecheck import DEFAULT_SHARE as DEFAULT_SUITE_CHECK
 
 DEFAULT_CPU_MEMORY_FRACTION = 0.25
@@ -100,14 +100,16 @@ def parse_tolerances(values: Sequence[str]) -> tuple[float | None, dict[str, flo
             raise OptionError(
                 option, f"={raw!r}: expected a fraction like 0.05 or METRIC=0.05"
             ) from None
-        if not 0 < tol < 1:
-            raise OptionError(option, f"={raw!r}: the fraction must be in (0, 1)")
-        if not name:
-            overall = tol
-        elif name not in METRICS:
+        if name and name not in METRICS:
             raise OptionError(
                 option, f"={raw!r}: unknown metric {name!r}{suggest(name, set(METRICS))}"
             )
+        limit = tolerance_limit(name) if name else 1.0
+        if not 0 < tol < limit:
+            raise OptionError(option, f"={raw!r}: the fraction must be in (0, {limit:g})"
+                              + (" (a latency may grow past 2x: 3 allows 4x)" if limit > 1 else ""))
+        if not name:
+            overall = tol
         else:
             per_metric[name] = tol
     return overall, per_metric

@@ -27,9 +27,18 @@ TOKENS = {"gpu": [None, 512, 2048], "cpu": [None, 64]}  # None: vLLM's default (
 SLO = {"gpu": {"ttft_p99_ms": 500.0}, "cpu": {"ttft_p99_ms": 3000.0}}
 
 
+# On CPU the gated setting (16 sequences for 24 requests) has a TTFT median of ~43 ms from a
+# first wave whose prefill is one step; when the engine core starts that step before all 24
+# requests arrived (the likely cause), the median request waits one more step: 77-196 ms. In 27 stored
+# runs TTFT p50 moved +69%, +110% (a false alarm, s39 aa-1) and +271% (s35's planted run,
+# whose planted loss touches throughput only) while TTFT p99 stayed within +34%. So this
+# median gates only against a 5x change; the p99 and the throughput keep the CPU gate.
+CPU_SEQS_GATE = {"tolerances": {**PREEMPTING_GATE["tolerances"], "ttft_p50_ms": 4.0}}
+
+
 @perf(model="llama-3.1-8b", max_model_len=1024, max_num_seqs=32, batch=48, input_len=256,
       output_len=128, trials=2, enforce_eager=True, extra=KV_PIN,
-      cpu={**CPU, "max_num_seqs": 16})
+      cpu={**CPU, **CPU_SEQS_GATE, "max_num_seqs": 16})
 def test_largest_max_num_seqs_without_preemption(llmperf):
     sweep = llmperf.sweep(engine={"max_num_seqs": SEQS[llmperf.device]})
     for line in sweep.table():

@@ -33,8 +33,10 @@ def make_result(
     engine: EngineConfig | None = None,
     workload: Workload | None = None,
     device: str = "gpu",
+    ttft_scale: float = 1.0,
 ) -> PerfResult:
-    """A PerfResult whose trials run at ``output_tok_s`` and ``tpot_ms``.
+    """A PerfResult whose trials run at ``output_tok_s`` and ``tpot_ms`` (TTFT: 4 TPOTs,
+    times ``ttft_scale``).
 
     ``jitter`` is the relative standard deviation of a per-trial speed factor (seeded
     by ``seed``): throughput scales with it and latencies inversely, as on real runs.
@@ -48,7 +50,7 @@ def make_result(
     for _ in range(trials):
         speed = max(0.05, 1.0 + jitter * rng.gauss(0.0, 1.0)) if jitter else 1.0
         tpot = tpot_ms / speed
-        ttft = tpot * 4.0
+        ttft = tpot * 4.0 * ttft_scale
         trial_results.append(
             TrialResult(
                 elapsed_s=out_tokens / (output_tok_s * speed),

@@ -27,6 +27,7 @@ class FakeEngines:
     fail_models: set[str] = field(default_factory=set)
     # Optional speed of a config relative to tok_s (e.g. slower with more layers).
     speed: Callable[[EngineConfig], float] | None = None
+    ttft_scale: float = 1.0  # every TTFT times this (a latency-only change)
     started: list[str] = field(default_factory=list)
     gpus: list[list[str]] = field(default_factory=list)  # UUIDs each engine was given
     stopped: int = 0
@@ -63,6 +64,7 @@ class FakeHandle:
             engine=self.config,
             workload=workload,
             device=self.device,
+            ttft_scale=self.owner.ttft_scale,
         )
 
     def stop(self) -> None:

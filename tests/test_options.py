@@ -40,6 +40,11 @@ def test_values_are_read(tmp_path: Path) -> None:
     assert opts.json_path == tmp_path / "out" / "r.json"
 
 
+def test_a_latency_may_be_given_a_tolerance_past_one(tmp_path: Path) -> None:
+    opts = build(tmp_path, llmperf_tolerance=["ttft_p50_ms=4"])
+    assert opts.tolerances == {"ttft_p50_ms": 4.0}
+
+
 @pytest.mark.parametrize(
     ("values", "message"),
     [
@@ -57,6 +62,10 @@ def test_values_are_read(tmp_path: Path) -> None:
         ({"llmperf_tolerance": ["lots"]}, "--llmperf-tolerance='lots': expected a fraction like 0.05"),
         ({"llmperf_tolerance": ["tpot=0.1"]}, "--llmperf-tolerance='tpot=0.1': unknown metric 'tpot'"),
         ({"llmperf_tolerance": ["1.5"]}, "--llmperf-tolerance='1.5': the fraction must be in (0, 1)"),
+        ({"llmperf_tolerance": ["output_tok_s=1.5"]},
+         "--llmperf-tolerance='output_tok_s=1.5': the fraction must be in (0, 1)"),
+        ({"llmperf_tolerance": ["ttft_p50_ms=10"]},
+         "--llmperf-tolerance='ttft_p50_ms=10': the fraction must be in (0, 10)"),
     ],
 )
 def test_bad_values_name_the_option(tmp_path: Path, values: dict[str, Any], message: str) -> None:

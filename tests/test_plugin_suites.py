@@ -122,6 +122,38 @@ def test_cpu_tolerant(llmperf):
     result.stdout.fnmatch_lines(["*FAILED test_suite.py::test_default*"])
 
 
+@pytest.mark.parametrize(("tolerances", "message"), [
+    ("{'output_tok_s': 1.5}", "*'output_tok_s'?=1.5: must be a fraction in (0, 1)*"),
+    ("{'ttft_p50_ms': 12}", "*'ttft_p50_ms'?=12: must be a fraction in (0, 10)*3.0 allows 4x*"),
+])
+def test_tolerance_beyond_its_metric_limit_is_a_collection_error(
+    pytester: pytest.Pytester, tolerances: str, message: str
+) -> None:
+    _suite(pytester, f"@perf({TINY}, cpu={{'tolerances': {tolerances}}})\ndef test_a(llmperf):\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines([message])
+
+
+def test_a_latency_tolerance_past_one_lets_a_doubled_median_pass(
+    pytester: pytest.Pytester, fake: fake_engine.FakeEngines
+) -> None:
+    _suite(pytester, f"""
+@perf({TINY}, trials=5, cpu={{"tolerances": {{"ttft_p50_ms": 4.0, "ttft_p99_ms": 4.0}}}})
+def test_loose(llmperf):
+    llmperf.run()
+
+@perf({TINY}, trials=5, batch=4)
+def test_strict(llmperf):
+    llmperf.run()
+""")
+    pytester.runpytest("--llmperf-update-baselines").assert_outcomes(passed=2)
+    fake.ttft_scale = 3.0  # every TTFT 3x (+200%): beyond the default, within 400%
+    result = pytester.runpytest()
+    result.assert_outcomes(failed=1, passed=1)
+    result.stdout.fnmatch_lines(["ttft_p50_ms *+200.0%*REGRESSION", "*FAILED test_suite.py::test_strict*"])
+
+
 def test_bad_cpu_tolerance_is_a_collection_error(pytester: pytest.Pytester) -> None:
     _suite(pytester, f"@perf({TINY}, cpu={{'tolerances': {{'tok_s': 0.1}}}})\ndef test_a(llmperf):\n    pass\n")
     result = pytester.runpytest()
