@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .metrics import METRICS, tolerance_limit
+from .metrics import METRICS, tolerance_limit, tolerance_range
 
 CPU_STAND_IN = "tiny-llama-2l"
 
@@ -255,8 +255,7 @@ def _check_tolerances(kwargs: Mapping[str, Any], where: str) -> tuple[float | No
             raise ConfigError(f"{where}tolerances: unknown metric {name!r}{suggest(name, set(METRICS))}")
         limit = tolerance_limit(name)
         if not isinstance(tol, (int, float)) or isinstance(tol, bool) or not 0 < tol < limit:
-            raise ConfigError(f"{where}tolerances[{name!r}]={tol!r}: must be a fraction in (0, {limit:g})"
-                              + (" (a latency may grow past 2x: 3.0 allows 4x)" if limit > 1 else ""))
+            raise ConfigError(f"{where}tolerances[{name!r}]={tol!r}: must be a fraction in {tolerance_range(name)}")
     tolerance = kwargs.get("tolerance")
     if tolerance is not None and not 0 < tolerance < 1:
         raise ConfigError(f"{where}tolerance={tolerance!r}: must be a fraction in (0, 1), e.g. 0.03")

@@ -224,3 +224,9 @@ def tolerance_limit(name: str) -> float:
     better (a loss of 100% is no figure at all), MAX_LATENCY_TOLERANCE where lower is (3.0
     lets the figure grow to 4x). An overall tolerance, for every metric, stays below 1."""
     return 1.0 if metric_spec(name).direction == "higher" else MAX_LATENCY_TOLERANCE
+
+
+def tolerance_range(name: str) -> str:
+    """The range of ``name``'s own tolerance, as an error message states it."""
+    limit = tolerance_limit(name)
+    return f"(0, {limit:g})" + (" (a latency may grow past 2x: 3 allows 4x)" if limit > 1 else "")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import suggest
-from .metrics import METRICS, tolerance_limit
+from .metrics import METRICS, tolerance_limit, tolerance_range
 from .suitecheck import DEFAULT_SHARE as DEFAULT_SUITE_CHECK
 
 DEFAULT_CPU_MEMORY_FRACTION = 0.25
@@ -104,10 +104,9 @@ def parse_tolerances(values: Sequence[str]) -> tuple[float | None, dict[str, flo
             raise OptionError(
                 option, f"={raw!r}: unknown metric {name!r}{suggest(name, set(METRICS))}"
             )
-        limit = tolerance_limit(name) if name else 1.0
-        if not 0 < tol < limit:
-            raise OptionError(option, f"={raw!r}: the fraction must be in (0, {limit:g})"
-                              + (" (a latency may grow past 2x: 3 allows 4x)" if limit > 1 else ""))
+        if not 0 < tol < (tolerance_limit(name) if name else 1.0):
+            raise OptionError(option, f"={raw!r}: the fraction must be in "
+                              + (tolerance_range(name) if name else "(0, 1)"))
         if not name:
             overall = tol
         else:
