@@ -5,10 +5,20 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+import pytest
+
 from pytest_llmperf.config import EngineConfig, Workload
 from pytest_llmperf.metrics import METRICS, Distribution
 from pytest_llmperf.regression import MetricComparison
 from pytest_llmperf.results import MemoryResult, PerfResult, TrialResult
+
+# The tiny CPU card as @perf marker arguments, for suites written through pytester.
+TINY = 'model="tiny-llama-2l", device="cpu", max_model_len=512'
+
+
+def write_suite(pytester: pytest.Pytester, body: str, name: str = "test_suite") -> None:
+    """Write a pytester suite module ``name`` whose ``body`` can use ``pytest`` and ``perf``."""
+    pytester.makepyfile(**{name: "import pytest\nfrom pytest_llmperf import perf\n\n" + body})
 
 
 def _dist(p50: float, count: int) -> Distribution:

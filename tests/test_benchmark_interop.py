@@ -6,8 +6,8 @@ import json
 
 import fake_engine
 import pytest
+from factories import TINY
 
-TINY = 'model="tiny-llama-2l", device="cpu", max_model_len=512'
 SUITE = f"""
 from pytest_llmperf import perf
 

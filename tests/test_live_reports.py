@@ -6,10 +6,9 @@ import importlib
 
 import fake_engine
 import pytest
+from factories import TINY, write_suite
 
 live_reports = importlib.import_module("benchmarks.live_reports")
-
-TINY = 'model="tiny-llama-2l", device="cpu", max_model_len=512'
 
 
 def test_each_test_leaves_its_figures_and_outcome_as_it_ends(
@@ -18,10 +17,7 @@ def test_each_test_leaves_its_figures_and_outcome_as_it_ends(
     fake_engine.install(monkeypatch)
     live = pytester.path / "live.txt"
     monkeypatch.setenv("LLMPERF_LIVE", str(live))
-    pytester.makepyfile(test_suite=f"""
-from pytest_llmperf import perf
-
-@perf({TINY}, batch=2)
+    write_suite(pytester, f"""@perf({TINY}, batch=2)
 def test_fast(llmperf):
     llmperf.run()
 
@@ -52,10 +48,7 @@ def test_nothing_is_written_without_the_variable(
 ) -> None:
     fake_engine.install(monkeypatch)
     monkeypatch.delenv("LLMPERF_LIVE", raising=False)
-    pytester.makepyfile(test_suite=f"""
-from pytest_llmperf import perf
-
-@perf({TINY}, batch=2)
+    write_suite(pytester, f"""@perf({TINY}, batch=2)
 def test_fast(llmperf):
     llmperf.run()
 """)

@@ -10,19 +10,15 @@ import json
 
 import fake_engine
 import pytest
+from factories import TINY
+from factories import write_suite as _suite
 
 import pytest_llmperf
-
-TINY = 'model="tiny-llama-2l", device="cpu", max_model_len=512'
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> fake_engine.FakeEngines:
     return fake_engine.install(monkeypatch)
-
-
-def _suite(pytester: pytest.Pytester, body: str, name: str = "test_suite") -> None:
-    pytester.makepyfile(**{name: "import pytest\nfrom pytest_llmperf import perf\n\n" + body})
 
 
 # -- marker validation: collection errors that name the key ---------------------------

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import fake_engine
 import pytest
-
-TINY = 'model="tiny-llama-2l", device="cpu", max_model_len=512'
+from factories import TINY
+from factories import write_suite as _suite
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> fake_engine.FakeEngines:
     return fake_engine.install(monkeypatch)
-
-
-def _suite(pytester: pytest.Pytester, body: str) -> None:
-    pytester.makepyfile(test_suite="import pytest\nfrom pytest_llmperf import perf\n\n" + body)
 
 
 def test_sweep_starts_each_engine_once_and_notes_reach_the_summary(

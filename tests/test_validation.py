@@ -12,18 +12,15 @@ from pathlib import Path
 
 import fake_engine
 import pytest
+from factories import TINY
+from factories import write_suite as _suite
 
-TINY = 'model="tiny-llama-2l", device="cpu", max_model_len=512'
 RUNS = f"@perf({TINY})\ndef test_a(llmperf):\n    llmperf.run()\n"
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> fake_engine.FakeEngines:
     return fake_engine.install(monkeypatch)
-
-
-def _suite(pytester: pytest.Pytester, body: str, name: str = "test_suite") -> None:
-    pytester.makepyfile(**{name: "import pytest\nfrom pytest_llmperf import perf\n\n" + body})
 
 
 # -- options ------------------------------------------------------------------------------
