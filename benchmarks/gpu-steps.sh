@@ -104,8 +104,15 @@ for s in "$@"; do
                # PYTHONDONTWRITEBYTECODE: then every engine process compiles vLLM's source
                # again. Time an import, compile /tmp/site once, time it again.
     step $s 90 bash benchmarks/pyc-site.sh /tmp/site ;;
-  gate)        # live.txt: each test's outcome (a failure's report in full) as it ends
-    LLMPERF_LIVE=$OUT/live.txt step $s 300 $P -p benchmarks.live_reports suites/ \
+  gate)        # live.txt: each test's outcome (a failure's report in full) as it ends;
+               # ORDER=serving+speculative+... runs those suites' files first, then the rest
+               # (the same tests as suites/, so a run cut short still returns the ones named)
+    files=suites/
+    if [ -n "${ORDER:-}" ]; then
+      files=$(suite_files "$ORDER")
+      for f in suites/test_*.py; do case " $files " in *" $f "*) ;; *) files="$files $f" ;; esac; done
+    fi
+    LLMPERF_LIVE=$OUT/live.txt step $s 300 $P -p benchmarks.live_reports $files \
       --llmperf-json="$OUT/gate.json" --llmperf-markdown="$OUT/gate.md" ;;
   cachesize)   # how big vLLM's compile cache grew (could a later call carry it in?)
     RESERVE=0 step $s 1 bash -c 'du -s -m ~/.cache/vllm/* /tmp/torchinductor_* 2>&1; du -s -m ~/.cache/vllm' ;;
