@@ -277,3 +277,14 @@ def test_a_draft_models_share_moves_from_the_target_to_its_passes() -> None:
     assert _speculation(ngram, 16e9, 131072, logged=True)[:2] == (16e9, 131072)
     # without vLLM's counters the step's token count is unknown: no roofline
     assert _speculation(make_result(engine=engine), 18e9, 163840, logged=True) == (0.0, 0, None)
+
+
+def test_one_flat_step_early_is_not_the_knee() -> None:
+    """CI's 2-core runner (stop 40) measured batch 1..32 as 171, 188, 320, 520, 599,
+    691 tok/s: batch 2 gained only 10%, and the knee was called at batch 1 although the
+    curve went on to 4x. The knee is where no later point pays any more."""
+    cpu = [(1, 171.2), (2, 188.2), (4, 320.7), (8, 519.8), (16, 599.3), (32, 691.0)]
+    assert knee(cpu) == 32
+    assert knee([(1, 100.0), (2, 105.0), (4, 300.0), (8, 310.0), (16, 312.0)]) == 4
+    # a later dip does not move a knee that the points after it confirm
+    assert knee([(1, 100.0), (2, 200.0), (4, 400.0), (8, 420.0), (16, 380.0), (32, 430.0)]) == 4
