@@ -20,6 +20,7 @@ Run: ``scripts/cpu-env python benchmarks/cpu_pinning.py --starts 6 > OUT.jsonl``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import pathlib
 import statistics
@@ -44,10 +45,8 @@ def pin_helpers() -> dict[str, int]:
     allowed = set(os.sched_getaffinity(0))
     tids: list[int] = []
     for p in procs:
-        try:
+        with contextlib.suppress(psutil.Error):
             tids += [t.id for t in p.threads()]
-        except psutil.Error:
-            pass
     bound: set[int] = set()
     loose: list[int] = []
     for tid in tids:
@@ -98,7 +97,8 @@ def one_start(mode: str) -> None:
 
 
 def summary(path: str) -> None:
-    rows = [json.loads(line) for line in open(path) if line.startswith("{")]
+    text = pathlib.Path(path).read_text()
+    rows = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     for mode in ("default", "pinned"):
         meds = [statistics.median(r["rates"]) for r in rows if r["mode"] == mode]
         within = [(max(r["rates"]) - min(r["rates"])) / statistics.median(r["rates"])
