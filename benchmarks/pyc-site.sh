@@ -3,6 +3,8 @@
 # `import vllm` before and after. The GPU stage unpacks vLLM's wheel without bytecode,
 # and a host that sets PYTHONDONTWRITEBYTECODE never caches it: every engine process
 # (and vLLM's EngineCore beside it) then compiles vLLM's source again.
+# PYC_TIME_BEFORE=1 also times the import before compiling (~22 s on the H100 host, a
+# figure RESULTS.md has from s39-s46); by default it is skipped to save device time.
 set -u
 SITE=${1:-/tmp/site}
 now() { date +%s.%N; }
@@ -14,7 +16,7 @@ imp() {
 }
 echo "PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE:-unset}"
 echo "bytecode files in $SITE before: $(find "$SITE" -name '*.pyc' | wc -l)"
-imp before
+[ "${PYC_TIME_BEFORE:-0}" = 1 ] && imp before
 # and the host's own packages (torch, transformers) where they lack bytecode too
 HOSTSITE=$(python3 -c "import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))")
 echo "bytecode files in $HOSTSITE before: $(find "$HOSTSITE" -name '*.pyc' | wc -l)"
