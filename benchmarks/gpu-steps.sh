@@ -102,7 +102,7 @@ for s in "$@"; do
       --llmperf-json="$OUT/${s//+/_}.json" --llmperf-markdown="$OUT/${s//+/_}.md" ;;
   pyc)         # the staged vLLM is unpacked without bytecode and the host may set
                # PYTHONDONTWRITEBYTECODE: then every engine process compiles vLLM's source
-               # again. Time an import, compile /tmp/site once, time it again.
+               # again. Compile /tmp/site once, then time an import (see pyc-site.sh).
     step $s 90 bash benchmarks/pyc-site.sh /tmp/site ;;
   gate)        # live.txt: each test's outcome (a failure's report in full) as it ends;
                # ORDER=serving+speculative+... runs those suites' files first, then the rest

@@ -1,6 +1,6 @@
 #!/bin/bash
-# Compiles the bytecode of a staged site folder (default /tmp/site) once, timing a fresh
-# `import vllm` before and after. The GPU stage unpacks vLLM's wheel without bytecode,
+# Compiles the bytecode of a staged site folder (default /tmp/site) once, then times a
+# fresh `import vllm`. The GPU stage unpacks vLLM's wheel without bytecode,
 # and a host that sets PYTHONDONTWRITEBYTECODE never caches it: every engine process
 # (and vLLM's EngineCore beside it) then compiles vLLM's source again.
 # PYC_TIME_BEFORE=1 also times the import before compiling (~22 s on the H100 host, a
