@@ -253,7 +253,13 @@ AGREEMENT_BOUND = {"tpot_p50_ms": 0.45, "output_tok_s": 0.45}
 # by 2-3x between states (benchmarks/RESULTS.md, "speed states"), and a change between
 # rounds cancels in a ratio taken within a round. With medians over two rounds instead,
 # one state change failed it on 2026-12-03 (output tok/s plugin 403 against 794, -49%).
-AGREEMENT_ROUNDS = 3
+# Speed also changes within a round: on 2026-12-08 six c4 rounds of benchmarks/
+# serve_agreement.py gave per-round throughput ratios of 0.86 to 1.94 (each tool 1.7-3 s
+# a run, the machine between 333 and 1,052 tok/s within a minute), and a CI-sized run of
+# three rounds read 0.39, 0.36, 0.52 on 2026-12-07. A median needs most rounds on one side
+# to leave the bound: seven rounds (about 30 s of runs beside a 60 s server start) make a
+# false alarm rare without loosening the bound.
+AGREEMENT_ROUNDS = 7
 # Re-runs of a round with bursty plugin streams, over all rounds.
 AGREEMENT_REDOS = 4
 
