@@ -7,13 +7,15 @@
   run achieves; over the GPU's peak (NVML: 2 x max memory clock x bus width / 8) it
   says how far the run is from the physical limit (on an H100, 3.35 TB/s).
 
-Pure arithmetic over results: no pytest, no vLLM, no NVML here.
+Arithmetic over results and the model cards' shapes (cards.py): no pytest, no vLLM, no
+NVML here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .cards import draft_model, has_draft_model, predicted_weight_bytes, resolve_model
 from .results import PerfResult
 
 GIB = 2**30
@@ -118,3 +120,48 @@ def figures_text(result: PerfResult, figures: dict[str, float]) -> str:
     if result.spec_acceptance_rate is not None:
         parts.append(f"draft acceptance {result.spec_acceptance_rate:.0%}")
     return "; ".join(parts)
+
+
+def derived_figures(result: PerfResult, *, usd_per_gpu_hour: float | None = None,
+                    peak_bytes_s: float | None = None) -> dict[str, float]:
+    """The figures of ``FIGURES`` that apply to ``result``: cost when a GPU-hour price is
+    given, and the roofline of a decode-bound run when the GPU's peak memory bandwidth
+    (bytes/s per GPU) is known and the card's shapes give the bytes a step reads."""
+    out: dict[str, float] = {}
+    if usd_per_gpu_hour is not None:
+        gpus = result.engine.tp if result.device == "gpu" else 1
+        out.update(cost_figures(result, usd_per_gpu_hour, gpus))
+    kv = result.memory.predicted_kv_bytes_per_token
+    if peak_bytes_s and kv and decode_bound(result):
+        source = resolve_model(result.engine.model)
+        predicted = predicted_weight_bytes(source.config, result.engine.dtype) if source.config else None
+        w = weights_bytes(result, predicted)
+        spec = None
+        if w and result.engine.speculative_config:
+            w, kv, spec = speculation_reads(result, w, kv, logged=bool(result.memory.weights_gib))
+        line = roofline(result, w, kv, peak_bytes_s, spec) if w and kv else None
+        if line is not None:
+            out["roofline_share"] = line.share
+            out["decode_bytes_s"] = line.achieved_bytes_s
+    return out
+
+
+def speculation_reads(result: PerfResult, w: float, kv: int,
+                      logged: bool) -> tuple[float, int, Speculation | None]:
+    """(target weights, target KV bytes per token, Speculation) of a speculative run: vLLM
+    logs the draft's weights inside its load size and the engine's KV bytes per token
+    count the draft's layers, so the draft's share moves to the passes it makes; (0, 0,
+    None) where the tokens per step or the draft's shapes are unknown (no roofline)."""
+    config = result.engine.speculative_config or {}
+    per_step = result.spec_tokens_per_step
+    if per_step is None:
+        return 0.0, 0, None
+    if not has_draft_model(config):
+        return w, kv, Speculation(per_step)
+    draft = draft_model(config)
+    draft_w = predicted_weight_bytes(draft.config, result.engine.dtype) if draft and draft.config else None
+    draft_kv = draft.kv_bytes_per_token(result.engine.kv_cache_dtype, result.engine.dtype) if draft else None
+    if not draft_w or not draft_kv or kv <= draft_kv:
+        return 0.0, 0, None
+    passes = int(config.get("num_speculative_tokens") or 1)
+    return (w - draft_w if logged else w), kv - draft_kv, Speculation(per_step, passes, draft_w, draft_kv)

@@ -1072,50 +1072,10 @@ def _record_result(item: pytest.Item, session: LLMPerfSession, plan: Plan, resul
 
 def _derived(session: LLMPerfSession, result: Any) -> dict[str, float]:
     """Cost (with --llmperf-gpu-cost-per-hour) and, for decode-bound GPU runs, the roofline."""
-    from .cards import predicted_weight_bytes
-    from .derived import cost_figures, decode_bound, roofline, weights_bytes
+    from .derived import derived_figures
 
-    out: dict[str, float] = {}
-    if session.cost_per_gpu_hour is not None:
-        gpus = result.engine.tp if result.device == "gpu" else 1
-        out.update(cost_figures(result, session.cost_per_gpu_hour, gpus))
     peak = session.peak_bandwidth_bytes_s if result.device == "gpu" else None
-    kv = result.memory.predicted_kv_bytes_per_token
-    if peak and kv and decode_bound(result):
-        source = resolve_model(result.engine.model)
-        predicted = predicted_weight_bytes(source.config, result.engine.dtype) if source.config else None
-        w = weights_bytes(result, predicted)
-        spec = None
-        if w and result.engine.speculative_config:
-            w, kv, spec = _speculation(result, w, kv, logged=bool(result.memory.weights_gib))
-        line = roofline(result, w, kv, peak, spec) if w and kv else None
-        if line is not None:
-            out["roofline_share"] = line.share
-            out["decode_bytes_s"] = line.achieved_bytes_s
-    return out
-
-
-def _speculation(result: Any, w: float, kv: int, logged: bool) -> tuple[float, int, Any]:
-    """(target weights, target KV bytes per token, Speculation) of a speculative run: vLLM
-    logs the draft's weights inside its load size and the engine's KV bytes per token
-    count the draft's layers, so the draft's share moves to the passes it makes; (0, 0,
-    None) where the tokens per step or the draft's shapes are unknown (no roofline)."""
-    from .cards import draft_model, has_draft_model, predicted_weight_bytes
-    from .derived import Speculation
-
-    config = result.engine.speculative_config
-    per_step = result.spec_tokens_per_step
-    if per_step is None:
-        return 0.0, 0, None
-    if not has_draft_model(config):
-        return w, kv, Speculation(per_step)
-    draft = draft_model(config)
-    draft_w = predicted_weight_bytes(draft.config, result.engine.dtype) if draft and draft.config else None
-    draft_kv = draft.kv_bytes_per_token(result.engine.kv_cache_dtype, result.engine.dtype) if draft else None
-    if not draft_w or not draft_kv or kv <= draft_kv:
-        return 0.0, 0, None
-    passes = int(config.get("num_speculative_tokens") or 1)
-    return (w - draft_w if logged else w), kv - draft_kv, Speculation(per_step, passes, draft_w, draft_kv)
+    return derived_figures(result, usd_per_gpu_hour=session.cost_per_gpu_hour, peak_bytes_s=peak)
 
 
 def _gate_against_store(item: pytest.Item, session: LLMPerfSession, plan: Plan, verdict: Any,

@@ -261,7 +261,7 @@ def test_multiprocessing_helpers_are_not_engine_processes(tmp_path: Path) -> Non
 
 
 def test_a_draft_models_share_moves_from_the_target_to_its_passes() -> None:
-    from pytest_llmperf.plugin import _speculation
+    from pytest_llmperf.derived import speculation_reads
 
     spec = {"method": "draft_model", "model": "llama-3.2-1b", "num_speculative_tokens": 4}
     engine = EngineConfig(model="llama-3.1-8b", max_num_seqs=4, speculative_config=spec)
@@ -269,14 +269,14 @@ def test_a_draft_models_share_moves_from_the_target_to_its_passes() -> None:
     result = replace(make_result(engine=engine), counters=counters)
     draft = resolve_model("llama-3.2-1b")
     draft_w = predicted_weight_bytes(draft.config)
-    w, kv, reads = _speculation(result, 18e9, 131072 + 32768, logged=True)
+    w, kv, reads = speculation_reads(result, 18e9, 131072 + 32768, logged=True)
     assert (w, kv) == (18e9 - draft_w, 131072)
     assert reads is not None
     assert (reads.tokens_per_step, reads.draft_passes, reads.draft_kv_bytes_per_token) == (3.0, 4, 32768)
     ngram = replace(result, engine=replace(engine, speculative_config={"method": "ngram", "num_speculative_tokens": 4}))
-    assert _speculation(ngram, 16e9, 131072, logged=True)[:2] == (16e9, 131072)
+    assert speculation_reads(ngram, 16e9, 131072, logged=True)[:2] == (16e9, 131072)
     # without vLLM's counters the step's token count is unknown: no roofline
-    assert _speculation(make_result(engine=engine), 18e9, 163840, logged=True) == (0.0, 0, None)
+    assert speculation_reads(make_result(engine=engine), 18e9, 163840, logged=True) == (0.0, 0, None)
 
 
 def test_one_flat_step_early_is_not_the_knee() -> None:
