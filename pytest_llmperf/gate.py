@@ -256,3 +256,70 @@ def settle(
         added += 1
         comparison = decide()
     return comparison, added
+
+
+@dataclass
+class StoreGate:
+    """What the stored-baseline gate decided for one test (``gate_on_store``)."""
+
+    status: str  # compare_entry's: "compared", "missing" or "stale"
+    comparison: Comparison | None
+    messages: list[str]
+    confirmations: int = 0  # engine starts added while the gate was inconclusive
+    judged: PerfResult | None = None  # a fresh start judged in place of a disturbed first one
+
+
+def gate_on_store(
+    result: PerfResult,
+    entry: BaselineEntry | None,
+    tolerances: Mapping[str, float],
+    *,
+    more_starts: Callable[[int], list[PerfResult]],
+    confirm: int,
+    compare: Callable[..., Any] | None = None,
+    file_entries: Iterable[BaselineEntry] = (),
+    host_speed: HostSpeed | None = None,
+    machine: Fingerprint | None = None,
+) -> StoreGate:
+    """Gate ``result`` (one engine start) against its stored ``entry`` (``compare_entry``),
+    spending at most ``confirm`` fresh engine starts (``more_starts(n)`` measures the same
+    workload in ``n`` of them) before it decides:
+
+    - a regression is measured again in a fresh start before it fails the test.
+      Reproduced, it is decided over both starts; not reproduced, the first start is set
+      aside as disturbed (a shared runner's neighbour, a slow start) and the fresh one is
+      judged alone (``judged``): one bad start never fails a build by itself;
+    - while the gate is inconclusive, starts are added (``settle``) with what is left.
+    """
+    starts = [result]
+
+    def decide() -> Any:
+        return compare_entry(starts, entry, tolerances, compare=compare, file_entries=file_entries,
+                             host_speed=host_speed, machine=machine)[1]
+
+    status, comparison, messages = compare_entry(starts, entry, tolerances, compare=compare,
+                                                 file_entries=file_entries,
+                                                 host_speed=host_speed, machine=machine)
+    gate = StoreGate(status, comparison, [])
+    if comparison is not None and comparison.state == "regression" and confirm:
+        fresh = more_starts(1)
+        rows = [f"{r.metric} {r.change:+.1%}" for r in comparison.regressions]
+        worse = ", ".join(rows[:2]) + (f" and {len(rows) - 2} more" if len(rows) > 2 else "")
+        starts[:] = fresh
+        again = decide()
+        if again is not None and again.state == "regression":
+            starts[:] = [result, *fresh]
+            both = decide()
+            gate.messages.append(f"regression reproduced on a fresh engine start (first start: {worse})")
+            comparison = both if both is not None and both.state == "regression" else again
+        else:
+            gate.judged = fresh[0]
+            gate.messages.append(f"set aside a disturbed engine start: its regression ({worse}) "
+                                 "did not reproduce on a fresh start, which is what was judged")
+            comparison = again
+        confirm -= 1
+    if comparison is not None and comparison.state == "inconclusive" and confirm:
+        comparison, gate.confirmations = settle(decide, lambda: starts.extend(more_starts(1)), confirm)
+    gate.comparison = comparison
+    gate.messages.extend(messages)
+    return gate

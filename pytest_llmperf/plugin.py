@@ -12,7 +12,7 @@ import argparse
 import importlib.metadata
 import os
 import warnings
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -1080,75 +1080,39 @@ def _derived(session: LLMPerfSession, result: Any) -> dict[str, float]:
 
 def _gate_against_store(item: pytest.Item, session: LLMPerfSession, plan: Plan, verdict: Any,
                         suite: str, test_id: str, result: Any) -> None:
-    """The stored-baseline gate, with confirmation starts while it is inconclusive."""
-    from .gate import compare_entry, settle
+    """The stored-baseline gate (``gate.gate_on_store``), with the session's confirmation
+    starts, the compare hook, and a missing or stale baseline warned about (failed with
+    --llmperf-strict)."""
+    from .gate import gate_on_store, speed_state
 
-    stored = session.store_for(plan).get(suite, test_id)
+    store = session.store_for(plan)
+    stored = store.get(suite, test_id)
     verdict.baseline = stored
     if stored is not None and result.device == "cpu":  # the recording it is compared with
-        from .gate import speed_state
-
         verdict.baseline = speed_state(stored, session.host_speed)[0]
-    file_entries = list(session.store_for(plan).load(suite).values())
     hook = item.config.hook.pytest_llmperf_compare
-    tolerances = session.tolerances(plan.spec)
-    starts = [result]
 
     def custom(**kw: Any) -> Any:
         return hook(config=item.config, item=item, **kw)
 
-    machine = session.fingerprint_for(plan)
-    status, comparison, messages = compare_entry(starts, stored, tolerances, compare=custom,
-                                                 file_entries=file_entries,
-                                                 host_speed=session.host_speed, machine=machine)
-
-    def decide() -> Any:
-        return compare_entry(starts, stored, tolerances, compare=custom, file_entries=file_entries,
-                             host_speed=session.host_speed, machine=machine)[1]
-
-    confirm = session.confirm
-    if comparison is not None and comparison.state == "regression" and confirm:
-        comparison = _recheck_regression(session, verdict, result, starts, comparison, decide)
-        confirm -= 1
-    if comparison is not None and comparison.state == "inconclusive" and confirm:
-        def another() -> None:
-            starts.extend(_more_starts(session, result, 1))
-
-        comparison, verdict.confirmations = settle(decide, another, confirm)
-    verdict.baseline_status, verdict.comparison = status, comparison
-    verdict.messages.extend(messages)
-    if comparison is not None:
-        verdict.messages.extend(comparison.notes)  # the noise's source, unresolvable tolerances
-    if status in ("missing", "stale"):
-        where = session.store_for(plan).path_for(suite)
-        text = f"{item.nodeid}: {messages[0]} ({where})"
+    gate = gate_on_store(result, stored, session.tolerances(plan.spec),
+                         more_starts=lambda n: _more_starts(session, result, n),
+                         confirm=session.confirm, compare=custom,
+                         file_entries=list(store.load(suite).values()),
+                         host_speed=session.host_speed, machine=session.fingerprint_for(plan))
+    if gate.judged is not None:
+        verdict.result = gate.judged
+    verdict.baseline_status, verdict.comparison = gate.status, gate.comparison
+    verdict.confirmations = gate.confirmations
+    verdict.messages.extend(gate.messages)
+    if gate.comparison is not None:
+        verdict.messages.extend(gate.comparison.notes)  # the noise's source, unresolvable tolerances
+    if gate.status in ("missing", "stale"):
+        text = f"{item.nodeid}: {gate.messages[-1]} ({store.path_for(suite)})"
         if session.strict:
             verdict.limit_failures.append(text + " [--llmperf-strict]")
         else:
             item.warn(LLMPerfWarning(text))
-
-
-def _recheck_regression(session: LLMPerfSession, verdict: Any, result: Any, starts: list[Any],
-                        first: Any, decide: Callable[[], Any]) -> Any:
-    """A regression seen in one engine start is measured again in a fresh start before it
-    fails the test. Reproduced, it is decided over both starts; not reproduced, the first
-    start is set aside as disturbed (a shared runner's neighbour, a slow start) and the
-    fresh start is judged alone: one bad start never fails a build by itself."""
-    fresh = _more_starts(session, result, 1)
-    rows = [f"{r.metric} {r.change:+.1%}" for r in first.regressions]
-    worse = ", ".join(rows[:2]) + (f" and {len(rows) - 2} more" if len(rows) > 2 else "")
-    kept = list(starts)
-    starts[:] = fresh
-    again = decide()
-    if again is not None and again.state == "regression":
-        starts[:] = kept + fresh
-        both = decide()
-        verdict.messages.append(f"regression reproduced on a fresh engine start (first start: {worse})")
-        return both if both is not None and both.state == "regression" else again
-    verdict.result = fresh[0]
-    verdict.messages.append(f"set aside a disturbed engine start: its regression ({worse}) did "
-                            "not reproduce on a fresh start, which is what was judged")
-    return again
 
 
 def _gate_paired(item: pytest.Item, session: LLMPerfSession, plan: Plan, verdict: Any,
