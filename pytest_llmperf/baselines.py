@@ -748,6 +748,39 @@ class BaselineStore:
         """The baseline of one test, or None when it has never been recorded here."""
         return self.load(suite_file).get(test_id)
 
+    def record(
+        self,
+        suite_file: str | os.PathLike[str],
+        test_id: str,
+        starts: Sequence[PerfResult],
+        fingerprint: Fingerprint,
+        git_commit: str | None,
+        *,
+        host_speed: dict[str, Any] | None = None,
+        append: bool = False,
+    ) -> tuple[BaselineEntry, list[str]]:
+        """Record ``starts`` (engine starts of one workload) as ``test_id``'s baseline and
+        write it (``update``). The stored entry's recordings of other runner speed states
+        are kept (``keeping_states_of``); with ``append`` the starts are pooled into the
+        recording of this speed state instead of replacing it (``appended_to``). Returns
+        the entry written and sentences saying what was pooled or kept."""
+        entry = BaselineEntry.from_starts(test_id, starts, fingerprint, git_commit,
+                                          host_speed=host_speed)
+        previous = self.get(suite_file, test_id)
+        messages: list[str] = []
+        if append:
+            entry, pooled = entry.appended_to(previous)
+            messages.append(pooled)
+        else:
+            entry = entry.keeping_states_of(previous)
+        if entry.speed_states:
+            kept = ", ".join(f"{s.host_speed['score']:.4g} ({s.recorded_at})"
+                             for s in entry.speed_states if s.host_speed is not None)
+            messages.append(f"kept the baseline's recordings of other runner speed states, "
+                            f"probe {kept}; delete the entry to drop them")
+        self.update(suite_file, {test_id: entry})
+        return entry, messages
+
     def update(
         self, suite_file: str | os.PathLike[str], entries: Mapping[str, BaselineEntry]
     ) -> Path:

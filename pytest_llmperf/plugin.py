@@ -990,7 +990,7 @@ def _record(item: pytest.Item, session: LLMPerfSession, plan: Plan, *, failed_te
 
 def _record_result(item: pytest.Item, session: LLMPerfSession, plan: Plan, result: Any,
                    suffix: str, *, failed_test: bool) -> Any:
-    from .baselines import BaselineEntry, BaselineError
+    from .baselines import BaselineError
     from .gate import Verdict, check_limits
     from .workers import plain_nodeid
 
@@ -1036,21 +1036,10 @@ def _record_result(item: pytest.Item, session: LLMPerfSession, plan: Plan, resul
 
                 verdict.result = pool_starts(starts)
             speed = session.host_speed.to_json() if session.host_speed is not None else None
-            store = session.store_for(plan)
-            entry = BaselineEntry.from_starts(test_id, starts, session.fingerprint_for(plan),
-                                              _git_commit(item), host_speed=speed)
-            if session.options.baseline_append:
-                entry, pooled = entry.appended_to(store.get(suite, test_id))
-                verdict.messages.append(pooled)
-            else:
-                entry = entry.keeping_states_of(store.get(suite, test_id))
-            if entry.speed_states:
-                kept = ", ".join(f"{s.host_speed['score']:.4g} ({s.recorded_at})"
-                                 for s in entry.speed_states)
-                verdict.messages.append(
-                    f"kept the baseline's recordings of other runner speed states, probe {kept}; "
-                    "delete the entry to drop them")
-            store.update(suite, {test_id: entry})
+            _, said = session.store_for(plan).record(
+                suite, test_id, starts, session.fingerprint_for(plan), _git_commit(item),
+                host_speed=speed, append=session.options.baseline_append)
+            verdict.messages.extend(said)
             verdict.baseline_status = "updated"
         elif session.ab is None or not _gate_paired(item, session, plan, verdict, suite,
                                                     test_id, result):

@@ -9,6 +9,7 @@ kept apart and when nothing is appended.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from factories import make_result
@@ -104,6 +105,35 @@ def test_without_probes_the_recordings_are_pooled() -> None:
     probed, said = _recording(1100.0, 190.0, "2026-12-05T12:00:00+00:00").appended_to(stored)
     assert said.startswith("nothing appended")
     assert len(probed.metrics["output_tok_s"].per_start()) == 1
+
+
+def test_the_store_records_replaces_or_appends_and_keeps_other_states(tmp_path: Path) -> None:
+    """BaselineStore.record, as a script records: the file on disk holds what it returns."""
+    from pytest_llmperf.baselines import BaselineStore
+
+    fp = collect_fingerprint("cpu")
+    store = BaselineStore(tmp_path, fp.hardware_key)
+
+    def starts(tok_s: float, n: int = 2) -> list:
+        return [make_result(output_tok_s=tok_s * (1 + 0.01 * i), tpot_ms=10_000.0 / tok_s,
+                            device="cpu") for i in range(n)]
+
+    slow, said = store.record("suites/test_x.py", "t", starts(400.0), fp, "a", host_speed=_speed(64.0))
+    assert said == [] and len(slow.metrics["output_tok_s"].per_start()) == 2
+    # Another speed state replaces nothing: the slow state's recording is kept beside it.
+    fast, said = store.record("suites/test_x.py", "t", starts(1000.0), fp, "b", host_speed=_speed(190.0))
+    assert [s.host_speed["score"] for s in fast.speed_states] == [64.0]
+    assert len(said) == 1 and said[0].startswith("kept the baseline's recordings") and "64" in said[0]
+    # Appending in the fast state pools into its recording; without append it is replaced.
+    pooled, said = store.record("suites/test_x.py", "t", starts(1100.0), fp, "c",
+                                host_speed=_speed(195.0), append=True)
+    assert len(pooled.metrics["output_tok_s"].per_start()) == 4
+    assert "2 + 2 engine start(s)" in said[0]
+    on_disk = BaselineStore(tmp_path, fp.hardware_key).get("suites/test_x.py", "t")
+    assert on_disk is not None and on_disk.to_json() == pooled.to_json()
+    replaced, _ = store.record("suites/test_x.py", "t", starts(1200.0, 1), fp, "d", host_speed=_speed(195.0))
+    assert len(replaced.metrics["output_tok_s"].per_start()) == 1
+    assert [s.host_speed["score"] for s in replaced.speed_states] == [64.0]
 
 
 def test_append_needs_update_baselines(pytester: pytest.Pytester) -> None:
