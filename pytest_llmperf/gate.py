@@ -292,6 +292,7 @@ def gate_on_store(
     - while the gate is inconclusive, starts are added (``settle``) with what is left.
     """
     starts = [result]
+    file_entries = list(file_entries)  # read by every decision, not once
 
     def decide() -> Any:
         return compare_entry(starts, entry, tolerances, compare=compare, file_entries=file_entries,

@@ -90,3 +90,19 @@ def test_an_unchanged_start_passes_without_more_starts() -> None:
     assert gate.comparison is not None and gate.comparison.state == "pass"
     assert more.asked == 0 and gate.confirmations == 0
 
+
+
+def test_the_other_entries_may_come_as_a_one_pass_iterable() -> None:
+    """Every decision reads the file's other entries (a one-start entry learns its
+    between-start noise from them): a generator must not run dry after the first."""
+    one = BaselineEntry.from_starts("test_x", [_start(0.0, 1)], FP, git_commit=None)
+    others = [BaselineEntry.from_starts(f"other{i}", [_start(0.0, 10 * i + j) for j in range(3)],
+                                        FP, git_commit=None) for i in range(3)]
+    as_list = gate_on_store(_start(0.10, 9), one, {}, more_starts=Starts(0.10), confirm=1,
+                            machine=FP, file_entries=others)
+    as_gen = gate_on_store(_start(0.10, 9), one, {}, more_starts=Starts(0.10), confirm=1,
+                           machine=FP, file_entries=(e for e in others))
+    assert as_list.comparison is not None and as_gen.comparison is not None
+    assert "pooled over 3 test(s) of the baseline file" in as_list.comparison.notes[0]
+    assert as_gen.comparison.notes == as_list.comparison.notes
+    assert as_gen.messages == as_list.messages
