@@ -115,11 +115,16 @@ class MetricShift:
     def median_worsening(self) -> float:
         return -self.median_change if self.direction == "higher" else self.median_change
 
+    @property
+    def set_by_drift(self) -> bool:
+        """True when the runner's recorded drift, not the tolerances' share, set the threshold."""
+        return bool(self.drift) and self.drift >= self.threshold - self.allowance - 1e-12
+
     def describe(self) -> str:
         p = "" if self.p_value is None else f", p={self.p_value:.2g}"
         probe = (f", {self.allowance:.1%} of it for the speed probe's correction"
                  if self.allowance else "")
-        if self.drift and self.drift >= self.threshold - self.allowance - 1e-12:
+        if self.set_by_drift:
             probe = (f": this runner's run-to-run drift over {self.drift_runs} unchanged "
                      f"runs{probe}")
         return (f"{self.metric}: median change {self.median_change:+.1%} over {self.tests} tests "
@@ -149,10 +154,20 @@ class SuiteCheck:
         judged = [s for s in self.shifts if s.p_value is not None]
         if not judged:
             return [f"suite check{where}: no verdict, fewer than {MIN_TESTS} compared tests"]
+        by_drift = [s for s in judged if s.set_by_drift]
+        # Where the runner's drift set a threshold, a whole-run loss below it goes unseen:
+        # a passed line that named only the share would promise more than the check did.
+        runs = sorted({s.drift_runs for s in by_drift}) or [0]
+        over = f"{runs[0]}" if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
+        drift = (f"; this runner's run-to-run drift over {over} unchanged "
+                 f"runs set {len(by_drift)} of the thresholds instead, "
+                 f"{min(s.threshold for s in by_drift):.0%} to "
+                 f"{max(s.threshold for s in by_drift):.0%}" if by_drift else "")
         head = (f"suite check{where}: FAILED, the run as a whole regressed"
                 if self.failed else
                 f"suite check{where}: passed ({len(judged)} metrics over up to "
-                f"{max(s.tests for s in judged)} tests, {self.share:.0%} of each tolerance)")
+                f"{max(s.tests for s in judged)} tests, {self.share:.0%} of each tolerance"
+                f"{drift})")
         shown = [s for s in judged if s.verdict != "ok"]
         return [head, *(f"  {s.describe()}" for s in shown)]
 

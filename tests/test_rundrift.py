@@ -65,6 +65,12 @@ def test_a_run_inside_the_runners_drift_passes_and_the_verdict_says_why() -> Non
     assert shift.drift == pytest.approx(drift["cpu-x"].floor("output_tok_s", ALPHA))
     assert shift.threshold == shift.drift and shift.drift_runs == 5
     assert "this runner's run-to-run drift over 5 unchanged runs" in shift.describe()
+    # the verdict line says so too: a loss under that threshold is not this check's to see
+    head = check.lines()[0]
+    assert head.startswith("suite check on cpu-x: passed (")
+    assert (f"run-to-run drift over 5 unchanged runs set 1 of the thresholds instead, "
+            f"{shift.threshold:.0%} to {shift.threshold:.0%}") in head
+    assert "drift" not in plain.lines()[0]
 
 
 def test_a_loss_beyond_the_runners_drift_still_fails() -> None:
