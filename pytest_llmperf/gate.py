@@ -294,13 +294,14 @@ def gate_on_store(
     starts = [result]
     file_entries = list(file_entries)  # read by every decision, not once
 
-    def decide() -> Any:
+    def judge() -> tuple[str, Comparison | None, list[str]]:
         return compare_entry(starts, entry, tolerances, compare=compare, file_entries=file_entries,
-                             host_speed=host_speed, machine=machine)[1]
+                             host_speed=host_speed, machine=machine)
 
-    status, comparison, messages = compare_entry(starts, entry, tolerances, compare=compare,
-                                                 file_entries=file_entries,
-                                                 host_speed=host_speed, machine=machine)
+    def decide() -> Any:
+        return judge()[1]
+
+    status, comparison, messages = judge()
     gate = StoreGate(status, comparison, [])
     if comparison is not None and comparison.state == "regression" and confirm:
         fresh = more_starts(1)
