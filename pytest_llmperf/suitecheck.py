@@ -154,15 +154,17 @@ class SuiteCheck:
         judged = [s for s in self.shifts if s.p_value is not None]
         if not judged:
             return [f"suite check{where}: no verdict, fewer than {MIN_TESTS} compared tests"]
-        by_drift = [s for s in judged if s.set_by_drift]
         # Where the runner's drift set a threshold, a whole-run loss below it goes unseen:
         # a passed line that named only the share would promise more than the check did.
-        runs = sorted({s.drift_runs for s in by_drift}) or [0]
-        over = f"{runs[0]}" if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
-        drift = (f"; this runner's run-to-run drift over {over} unchanged "
-                 f"runs set {len(by_drift)} of the thresholds instead, "
-                 f"{min(s.threshold for s in by_drift):.0%} to "
-                 f"{max(s.threshold for s in by_drift):.0%}" if by_drift else "")
+        by_drift = [s for s in judged if s.set_by_drift]
+        drift = ""
+        if by_drift:
+            runs = sorted({s.drift_runs for s in by_drift})
+            over = f"{runs[0]}" if len(runs) == 1 else f"{runs[0]}-{runs[-1]}"
+            drift = (f"; this runner's run-to-run drift over {over} unchanged runs set "
+                     f"{len(by_drift)} of the thresholds instead, "
+                     f"{min(s.threshold for s in by_drift):.0%} to "
+                     f"{max(s.threshold for s in by_drift):.0%}")
         head = (f"suite check{where}: FAILED, the run as a whole regressed"
                 if self.failed else
                 f"suite check{where}: passed ({len(judged)} metrics over up to "
